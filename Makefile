@@ -1,0 +1,65 @@
+# crishim — build, run and test. Targets that install or run things need root.
+
+export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(PATH)
+
+GO        ?= go
+VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X github.com/crishim/crishim/version.Version=$(VERSION)
+PAUSE     := image/pausebin/pause
+BIN       := bin/crishim
+# go test's own limit per package binary, and a hard stop for the whole run.
+TEST_TIMEOUT  ?= 15m
+TOTAL_TIMEOUT ?= 25m
+PROTOC_GEN_GO := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+
+.PHONY: all build pause deps run test unit integration lint proto fuzz clean
+
+all: build
+
+# The pause program is embedded in crishim (go:embed), so it is built first.
+pause: $(PAUSE)
+
+$(PAUSE): pause/pause.c
+	@mkdir -p $(dir $@)
+	gcc -static -Os -s -o $@ $<
+
+build: $(PAUSE)
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/crishim
+
+# Debian packages the build, `make run` and the tests need; only missing ones are installed.
+deps:
+	hack/install-deps.sh
+
+# A private containerd when none answers at the configured address, then crishim
+# in the foreground. RUN_ARGS go to `crishim serve`, e.g. RUN_ARGS="--log-level debug".
+RUN_ARGS ?=
+run: deps build
+	hack/run.sh $(RUN_ARGS)
+
+# Unit tests, then the integration tests (which start their own containerd,
+# registry and crishim; they need root).
+test: deps build
+	$(GO) vet ./...
+	timeout --foreground --kill-after=30s $(TOTAL_TIMEOUT) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+unit: $(PAUSE)
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration)
+
+integration: $(PAUSE)
+	timeout --foreground --kill-after=30s $(TOTAL_TIMEOUT) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -v ./integration/...
+
+lint: $(PAUSE)
+	@out=$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# The generated code is committed; the generator is pinned so that it only changes with the .proto.
+proto:
+	@protoc-gen-go --version 2>/dev/null | grep -qx "protoc-gen-go $(lastword $(subst @, ,$(PROTOC_GEN_GO)))" || $(GO) install $(PROTOC_GEN_GO)
+	protoc --go_out=. --go_opt=paths=source_relative proto/crishim.proto
+
+fuzz:
+	@echo "no fuzz targets yet"
+
+clean:
+	rm -rf bin $(PAUSE)

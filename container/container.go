@@ -1,0 +1,835 @@
+// Package container creates and runs app containers inside pod sandboxes:
+// their OCI spec, their IO and CRI-format logs, exec.
+package container
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd"
+	runcoptions "github.com/containerd/containerd/api/types/runc/options"
+	"github.com/containerd/containerd/cio"
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/namespaces"
+	"github.com/containerd/containerd/containers"
+	"github.com/containerd/containerd/pkg/cap"
+	"github.com/containerd/typeurl/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crishim/crishim/image"
+	"github.com/crishim/crishim/lifecycle"
+	crishimpb "github.com/crishim/crishim/proto"
+	"github.com/crishim/crishim/sandbox"
+)
+
+// Labels and extensions of the containerd container behind an app container.
+const (
+	LabelKind      = "io.crishim.kind"
+	LabelSandboxID = "io.crishim.sandbox-id"
+	KindContainer  = "container"
+
+	ExtensionRecord = "crishim.container"
+	ExtensionStatus = "crishim.container.status"
+
+	// AnnotationTerminationGrace is the grace period (seconds) used when the
+	// container is stopped without a timeout of its own (StopPod).
+	AnnotationTerminationGrace = "crishim.io/termination-grace-period"
+)
+
+// Exit reasons reported in ContainerStatus, as the kubelet knows them.
+const (
+	ReasonCompleted  = "Completed"
+	ReasonError      = "Error"
+	ReasonOOMKilled  = "OOMKilled"
+	ReasonStartError = "StartError"
+	ReasonUnknown    = "Unknown"
+
+	// exitCodeUnknown is reported when crishim could not see an exit.
+	exitCodeUnknown = 255
+	// exitCodeStartError mirrors what runtimes report for a process that
+	// never ran.
+	exitCodeStartError = 128
+)
+
+// Config is what the container manager needs from crishim's configuration.
+type Config struct {
+	Root         string // per-container persistent files under Root/containers/<id>
+	State        string // FIFOs under State/containers/<id>
+	CgroupDriver string
+	Snapshotter  string
+	Runtime      string
+}
+
+// Sandboxes is what the manager needs of the sandbox manager.
+type Sandboxes interface {
+	Get(id string) (*sandbox.Sandbox, error)
+}
+
+// Images is what the manager needs of the image service.
+type Images interface {
+	Get(ctx context.Context, ref string) (*image.Local, error)
+}
+
+// Manager owns every app container in crishim's containerd namespace.
+type Manager struct {
+	client    *containerd.Client
+	images    Images
+	sandboxes Sandboxes
+	cfg       Config
+	stopper   *lifecycle.Stopper
+
+	ownOOMScoreAdj int
+	allCaps        []string
+	cgroupV2       bool
+
+	mu         sync.RWMutex
+	containers map[string]*entry
+	names      map[string]string // unique name key -> ID
+}
+
+// entry is the in-memory view of one container; status queries are
+// served from here, never from containerd.
+type entry struct {
+	id   string
+	rec  *crishimpb.ContainerRecord
+	cfg  *runtime.ContainerConfig
+	spec *specs.Spec
+
+	// exited is closed once the container's exit (or failed start) has
+	// been recorded.
+	exited chan struct{}
+
+	mu       sync.Mutex
+	state    runtime.ContainerState
+	status   *crishimpb.ContainerStatusRecord
+	pid      uint32
+	io       *taskIO
+	starting bool
+}
+
+// New returns a container manager; Recover must run before it serves requests.
+func New(client *containerd.Client, images Images, sandboxes Sandboxes, cfg Config) *Manager {
+	m := &Manager{
+		client:     client,
+		images:     images,
+		sandboxes:  sandboxes,
+		cfg:        cfg,
+		stopper:    lifecycle.NewStopper(),
+		containers: map[string]*entry{},
+		names:      map[string]string{},
+	}
+	if data, err := os.ReadFile("/proc/self/oom_score_adj"); err == nil {
+		m.ownOOMScoreAdj, _ = strconv.Atoi(strings.TrimSpace(string(data)))
+	}
+	if caps, err := cap.Current(); err == nil {
+		m.allCaps = caps
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		m.cgroupV2 = true
+	}
+	return m
+}
+
+func (m *Manager) log() *logrus.Entry { return logrus.WithField("component", "container") }
+
+// nsCtx makes sure ctx names crishim's namespace: spec generation reads
+// it from the context, not from the client default.
+func (m *Manager) nsCtx(ctx context.Context) context.Context {
+	if _, ok := namespaces.Namespace(ctx); ok {
+		return ctx
+	}
+	return namespaces.WithNamespace(ctx, m.client.DefaultNamespace())
+}
+
+// cleanupCtx is a fresh context for undo and bookkeeping work that must
+// happen even when the request that caused it is gone.
+func (m *Manager) cleanupCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(m.nsCtx(context.Background()), time.Minute)
+}
+
+func newID() string {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	return hex.EncodeToString(b)
+}
+
+// nameKey is unique per container attempt in a pod, like the kubelet's
+// own naming, so a retried CreateContainer cannot make a twin.
+func nameKey(c *runtime.ContainerMetadata, p *runtime.PodSandboxMetadata) string {
+	return strings.Join([]string{c.GetName(), p.GetName(), p.GetNamespace(), p.GetUid(), strconv.FormatUint(uint64(c.GetAttempt()), 10)}, "_")
+}
+
+func (m *Manager) reserveName(key, id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if other, ok := m.names[key]; ok {
+		return fmt.Errorf("container name %q is already in use by %s: %w", key, other, errdefs.ErrAlreadyExists)
+	}
+	m.names[key] = id
+	return nil
+}
+
+func (m *Manager) releaseName(key, id string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.names[key] == id {
+		delete(m.names, key)
+	}
+}
+
+// get resolves a full ID or a unique ID prefix.
+func (m *Manager) get(id string) (*entry, error) {
+	if id == "" {
+		return nil, fmt.Errorf("empty container ID: %w", errdefs.ErrInvalidArgument)
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if e, ok := m.containers[id]; ok {
+		return e, nil
+	}
+	var found *entry
+	for cid, e := range m.containers {
+		if strings.HasPrefix(cid, id) {
+			if found != nil {
+				return nil, fmt.Errorf("container ID prefix %q is ambiguous: %w", id, errdefs.ErrInvalidArgument)
+			}
+			found = e
+		}
+	}
+	if found == nil {
+		return nil, fmt.Errorf("container %s: %w", id, errdefs.ErrNotFound)
+	}
+	return found, nil
+}
+
+// resolveLogPath joins the pod's log directory and the container's
+// relative log path, refusing paths that leave the directory.
+func resolveLogPath(dir, rel string) (string, error) {
+	if dir == "" || rel == "" {
+		return "", nil
+	}
+	full := filepath.Join(dir, rel)
+	r, err := filepath.Rel(filepath.Clean(dir), full)
+	if err != nil || r == ".." || strings.HasPrefix(r, "../") || r == "." {
+		return "", fmt.Errorf("log path %q escapes the pod log directory %q: %w", rel, dir, errdefs.ErrInvalidArgument)
+	}
+	return full, nil
+}
+
+func signalName(sig syscall.Signal) string {
+	if n := unix.SignalName(sig); n != "" {
+		return n
+	}
+	return strconv.Itoa(int(sig))
+}
+
+// Create makes a container in pod podID and returns its ID.
+func (m *Manager) Create(ctx context.Context, podID string, cfg *runtime.ContainerConfig, pod *runtime.PodSandboxConfig) (_ string, retErr error) {
+	if cfg.GetMetadata().GetName() == "" {
+		return "", fmt.Errorf("container config needs metadata.name: %w", errdefs.ErrInvalidArgument)
+	}
+	if cfg.GetImage().GetImage() == "" {
+		return "", fmt.Errorf("container config needs an image: %w", errdefs.ErrInvalidArgument)
+	}
+	sb, err := m.sandboxes.Get(podID)
+	if err != nil {
+		return "", fmt.Errorf("pod sandbox %s: %w", podID, err)
+	}
+	if !sb.Ready {
+		return "", fmt.Errorf("pod sandbox %s is not ready: %w", sb.ID, errdefs.ErrFailedPrecondition)
+	}
+	if sb.Config != nil {
+		pod = sb.Config
+	}
+	if sb.Config == nil {
+		// Keep specOpts' view of the pod consistent with the request's.
+		copied := *sb
+		copied.Config = pod
+		sb = &copied
+	}
+	logPath, err := resolveLogPath(pod.GetLogDirectory(), cfg.GetLogPath())
+	if err != nil {
+		return "", err
+	}
+
+	id := newID()
+	key := nameKey(cfg.GetMetadata(), pod.GetMetadata())
+	if err := m.reserveName(key, id); err != nil {
+		return "", err
+	}
+	defer func() {
+		if retErr != nil {
+			m.releaseName(key, id)
+		}
+	}()
+	log := m.log().WithFields(logrus.Fields{"pod": sb.ID, "container": id, "name": key})
+
+	ctx = m.nsCtx(ctx)
+	img, err := m.images.Get(ctx, cfg.GetImage().GetImage())
+	if err != nil {
+		return "", fmt.Errorf("image %q for container %s: %w", cfg.GetImage().GetImage(), cfg.GetMetadata().GetName(), err)
+	}
+	stopSig, err := lifecycle.StopSignal(cfg.GetStopSignal(), img.Config.StopSignal)
+	if err != nil {
+		if cfg.GetStopSignal() != runtime.Signal_SIGNAL_RUNTIME_DEFAULT {
+			return "", err
+		}
+		log.WithError(err).Warn("image STOPSIGNAL unusable; using SIGTERM")
+		stopSig = syscall.SIGTERM
+	}
+
+	var targetPID uint32
+	if ns := namespaceOptions(cfg, pod); ns.GetPid() == runtime.NamespaceMode_TARGET {
+		target, err := m.get(ns.GetTargetId())
+		if err != nil {
+			return "", fmt.Errorf("pid namespace target: %w", err)
+		}
+		target.mu.Lock()
+		if target.state == runtime.ContainerState_CONTAINER_RUNNING {
+			targetPID = target.pid
+		}
+		target.mu.Unlock()
+	}
+	hostname, _ := os.Hostname()
+	opts, err := specOpts(specInput{
+		ID: id, Config: cfg, Sandbox: sb, Image: img.Config, ImageName: cfg.GetImage().GetImage(),
+		TargetPID: targetPID, OwnOOMScoreAdj: m.ownOOMScoreAdj, AllCaps: m.allCaps,
+		CgroupDriver: m.cfg.CgroupDriver, CgroupV2: m.cgroupV2, Hostname: hostname,
+	})
+	if err != nil {
+		return "", fmt.Errorf("container %s spec: %w", cfg.GetMetadata().GetName(), err)
+	}
+
+	cfgBytes, err := proto.Marshal(cfg)
+	if err != nil {
+		return "", fmt.Errorf("encode container config: %w", err)
+	}
+	now := time.Now()
+	rec := &crishimpb.ContainerRecord{
+		Id: id, SandboxId: sb.ID, Name: key, Config: cfgBytes,
+		ImageName: cfg.GetImage().GetImage(), ImageRef: img.Ref, ImageId: img.ID,
+		LogPath: logPath, CreatedAt: now.UnixNano(), StopSignal: signalName(stopSig),
+	}
+	status := &crishimpb.ContainerStatusRecord{}
+
+	if unpacked, err := img.Image.IsUnpacked(ctx, m.cfg.Snapshotter); err == nil && !unpacked {
+		if err := img.Image.Unpack(ctx, m.cfg.Snapshotter); err != nil {
+			return "", fmt.Errorf("unpack image %s: %w", img.Ref, err)
+		}
+	}
+	var runtimeOpts interface{}
+	if m.cfg.CgroupDriver == "systemd" {
+		runtimeOpts = &runcoptions.Options{SystemdCgroup: true}
+	}
+	rt := m.cfg.Runtime
+	if rt == "" {
+		rt = "io.containerd.runc.v2"
+	}
+	var newOpts []containerd.NewContainerOpts
+	if m.cfg.Snapshotter != "" {
+		newOpts = append(newOpts, containerd.WithSnapshotter(m.cfg.Snapshotter))
+	}
+	newOpts = append(newOpts,
+		containerd.WithNewSnapshot(id, img.Image),
+		containerd.WithNewSpec(opts...),
+		containerd.WithRuntime(rt, runtimeOpts),
+		containerd.WithContainerLabels(map[string]string{LabelKind: KindContainer, LabelSandboxID: sb.ID}),
+		containerd.WithContainerExtension(ExtensionRecord, rec),
+		containerd.WithContainerExtension(ExtensionStatus, status),
+	)
+	c, err := m.client.NewContainer(ctx, id, newOpts...)
+	if err != nil {
+		cctx, cancel := m.cleanupCtx()
+		defer cancel()
+		if rerr := m.client.SnapshotService(m.cfg.Snapshotter).Remove(cctx, id); rerr != nil && !errdefs.IsNotFound(rerr) {
+			log.WithError(rerr).Warn("remove snapshot of failed container")
+		}
+		return "", fmt.Errorf("create container %s: %w", cfg.GetMetadata().GetName(), err)
+	}
+	defer func() {
+		if retErr != nil {
+			cctx, cancel := m.cleanupCtx()
+			defer cancel()
+			if err := c.Delete(cctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+				log.WithError(err).Warn("delete container after failed create")
+			}
+		}
+	}()
+	spec, err := c.Spec(ctx)
+	if err != nil {
+		return "", fmt.Errorf("read back spec of container %s: %w", id, err)
+	}
+
+	e := &entry{id: id, rec: rec, cfg: cfg, spec: spec, exited: make(chan struct{}),
+		state: runtime.ContainerState_CONTAINER_CREATED, status: status}
+	m.mu.Lock()
+	m.containers[id] = e
+	m.mu.Unlock()
+	log.Info("container created")
+	return id, nil
+}
+
+func (m *Manager) fifoDir(id string) string { return filepath.Join(m.cfg.State, "containers", id) }
+
+// Start starts a created container.
+func (m *Manager) Start(ctx context.Context, id string) error {
+	e, err := m.get(id)
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	if e.state != runtime.ContainerState_CONTAINER_CREATED || e.starting {
+		state := e.state
+		e.mu.Unlock()
+		return fmt.Errorf("container %s is %s, not CREATED: %w", e.id, stateName(state), errdefs.ErrFailedPrecondition)
+	}
+	e.starting = true
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		e.starting = false
+		e.mu.Unlock()
+	}()
+	log := m.log().WithFields(logrus.Fields{"pod": e.rec.SandboxId, "container": e.id})
+
+	if sb, err := m.sandboxes.Get(e.rec.SandboxId); err != nil {
+		return fmt.Errorf("pod sandbox of container %s: %w", e.id, err)
+	} else if !sb.Ready {
+		return fmt.Errorf("pod sandbox %s is not ready: %w", sb.ID, errdefs.ErrFailedPrecondition)
+	}
+
+	ctx = m.nsCtx(ctx)
+	c, err := m.client.LoadContainer(ctx, e.id)
+	if err != nil {
+		return fmt.Errorf("load container %s: %w", e.id, err)
+	}
+	tio, err := openTaskIO(fifoConfig(m.fifoDir(e.id), e.cfg.GetStdin(), e.cfg.GetTty()), e.rec.LogPath, log)
+	if err != nil {
+		m.recordStartFailure(e, err)
+		return fmt.Errorf("container %s output: %w", e.id, err)
+	}
+	task, err := c.NewTask(ctx, func(string) (cio.IO, error) { return tio, nil })
+	if err != nil {
+		tio.shut()
+		m.recordStartFailure(e, err)
+		return fmt.Errorf("create task for container %s: %w", e.id, err)
+	}
+	waitCtx := m.nsCtx(context.Background())
+	exitCh, err := task.Wait(waitCtx)
+	if err == nil {
+		err = task.Start(ctx)
+	}
+	if err != nil {
+		cctx, cancel := m.cleanupCtx()
+		defer cancel()
+		if _, derr := task.Delete(cctx, containerd.WithProcessKill); derr != nil && !errdefs.IsNotFound(derr) {
+			log.WithError(derr).Warn("delete task after failed start")
+		}
+		tio.shut()
+		m.recordStartFailure(e, err)
+		return fmt.Errorf("start container %s: %w", e.id, err)
+	}
+
+	e.mu.Lock()
+	e.state = runtime.ContainerState_CONTAINER_RUNNING
+	e.pid = task.Pid()
+	e.io = tio
+	e.status.StartedAt = time.Now().UnixNano()
+	st := proto.Clone(e.status).(*crishimpb.ContainerStatusRecord)
+	e.mu.Unlock()
+	m.persistStatus(e.id, st)
+	go m.monitor(e, task, exitCh)
+	log.WithField("pid", task.Pid()).Info("container started")
+	return nil
+}
+
+func (m *Manager) recordStartFailure(e *entry, cause error) {
+	e.mu.Lock()
+	e.state = runtime.ContainerState_CONTAINER_EXITED
+	now := time.Now().UnixNano()
+	if e.status.StartedAt == 0 {
+		e.status.StartedAt = now
+	}
+	e.status.FinishedAt = now
+	e.status.ExitCode = exitCodeStartError
+	e.status.Reason = ReasonStartError
+	e.status.Message = cause.Error()
+	st := proto.Clone(e.status).(*crishimpb.ContainerStatusRecord)
+	e.mu.Unlock()
+	m.persistStatus(e.id, st)
+	closeOnce(e.exited)
+}
+
+func closeOnce(ch chan struct{}) {
+	select {
+	case <-ch:
+	default:
+		close(ch)
+	}
+}
+
+// persistStatus writes the status extension; a failure is logged only:
+// the in-memory state is right, and Recover re-derives exits from tasks.
+func (m *Manager) persistStatus(id string, st *crishimpb.ContainerStatusRecord) {
+	ctx, cancel := m.cleanupCtx()
+	defer cancel()
+	err := func() error {
+		c, err := m.client.LoadContainer(ctx, id)
+		if err != nil {
+			return err
+		}
+		return c.Update(ctx, withStatusExtension(st))
+	}()
+	if err != nil && !errdefs.IsNotFound(err) {
+		m.log().WithError(err).WithField("container", id).Warn("persist container status")
+	}
+}
+
+func withStatusExtension(st *crishimpb.ContainerStatusRecord) containerd.UpdateContainerOpts {
+	return func(_ context.Context, _ *containerd.Client, c *containers.Container) error {
+		a, err := typeurl.MarshalAny(st)
+		if err != nil {
+			return err
+		}
+		if c.Extensions == nil {
+			c.Extensions = map[string]typeurl.Any{}
+		}
+		c.Extensions[ExtensionStatus] = a
+		return nil
+	}
+}
+
+// monitor waits for the task to exit and records it. A broken connection
+// to containerd is not an exit: the wait is retried on a reloaded task.
+func (m *Manager) monitor(e *entry, task containerd.Task, exitCh <-chan containerd.ExitStatus) {
+	log := m.log().WithFields(logrus.Fields{"pod": e.rec.SandboxId, "container": e.id})
+	ctx := m.nsCtx(context.Background())
+	code, exitedAt := uint32(exitCodeUnknown), time.Time{}
+	reason := ""
+	backoff := 100 * time.Millisecond
+	for {
+		st := <-exitCh
+		if st.Error() == nil {
+			code, exitedAt = st.ExitCode(), st.ExitTime()
+			break
+		}
+		log.WithError(st.Error()).Warn("lost the task wait; retrying")
+		time.Sleep(backoff)
+		backoff = min(2*backoff, 5*time.Second)
+		c, err := m.client.LoadContainer(ctx, e.id)
+		if err == nil {
+			var t containerd.Task
+			if t, err = c.Task(ctx, nil); err == nil {
+				var ch <-chan containerd.ExitStatus
+				if ch, err = t.Wait(ctx); err == nil {
+					task, exitCh = t, ch
+					continue
+				}
+			}
+		}
+		if errdefs.IsNotFound(err) {
+			reason = ReasonUnknown
+			break
+		}
+		// containerd still away: try again with the old channel refreshed.
+		exitCh = retryWait(ctx, task)
+	}
+	if reason == "" {
+		switch {
+		case code != 0 && m.oomKilled(e.spec):
+			reason = ReasonOOMKilled
+		case code == 0:
+			reason = ReasonCompleted
+		default:
+			reason = ReasonError
+		}
+	}
+	m.finishExit(ctx, e, task, code, exitedAt, reason, "")
+	log.WithFields(logrus.Fields{"exit": code, "reason": reason}).Info("container exited")
+}
+
+// retryWait returns a channel carrying the next Wait result on task, or
+// an error status when the wait cannot be set up.
+func retryWait(ctx context.Context, task containerd.Task) <-chan containerd.ExitStatus {
+	ch, err := task.Wait(ctx)
+	if err != nil {
+		out := make(chan containerd.ExitStatus, 1)
+		out <- *containerd.NewExitStatus(exitCodeUnknown, time.Time{}, err)
+		return out
+	}
+	return ch
+}
+
+// finishExit deletes the exited task, closes the output once drained and
+// records the exit.
+func (m *Manager) finishExit(ctx context.Context, e *entry, task containerd.Task, code uint32, exitedAt time.Time, reason, message string) {
+	e.mu.Lock()
+	tio := e.io
+	e.mu.Unlock()
+	if tio != nil {
+		tio.drain(2 * time.Second)
+	}
+	if task != nil {
+		dctx, cancel := context.WithTimeout(ctx, time.Minute)
+		if _, err := task.Delete(dctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			m.log().WithError(err).WithField("container", e.id).Warn("delete exited task")
+		}
+		cancel()
+	}
+	if tio != nil {
+		tio.shut()
+	}
+	if exitedAt.IsZero() {
+		exitedAt = time.Now()
+	}
+	e.mu.Lock()
+	e.state = runtime.ContainerState_CONTAINER_EXITED
+	e.io = nil
+	e.status.FinishedAt = exitedAt.UnixNano()
+	e.status.ExitCode = int32(code)
+	e.status.Reason = reason
+	e.status.Message = message
+	st := proto.Clone(e.status).(*crishimpb.ContainerStatusRecord)
+	e.mu.Unlock()
+	m.persistStatus(e.id, st)
+	closeOnce(e.exited)
+}
+
+// oomKilled reports whether the kernel OOM-killed a process in the
+// container's memory cgroup (read before the task, and its cgroup, go).
+func (m *Manager) oomKilled(spec *specs.Spec) bool {
+	if spec == nil || spec.Linux == nil || !filepath.IsAbs(spec.Linux.CgroupsPath) {
+		return false
+	}
+	file := filepath.Join("/sys/fs/cgroup/memory", spec.Linux.CgroupsPath, "memory.oom_control")
+	if m.cgroupV2 {
+		file = filepath.Join("/sys/fs/cgroup", spec.Linux.CgroupsPath, "memory.events")
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "oom_kill" {
+			n, _ := strconv.Atoi(f[1])
+			return n > 0
+		}
+	}
+	return false
+}
+
+// taskSignaler delivers stop signals to a container's current task.
+type taskSignaler struct {
+	m  *Manager
+	id string
+}
+
+func (s taskSignaler) Signal(ctx context.Context, sig syscall.Signal) error {
+	ctx = s.m.nsCtx(ctx)
+	c, err := s.m.client.LoadContainer(ctx, s.id)
+	if err != nil {
+		return err
+	}
+	t, err := c.Task(ctx, nil)
+	if err != nil {
+		return err
+	}
+	return t.Kill(ctx, sig)
+}
+
+// Stop stops a container with the given grace period in seconds; absent or
+// already stopped is not an error.
+func (m *Manager) Stop(ctx context.Context, id string, timeout int64) error {
+	e, err := m.get(id)
+	if errdefs.IsNotFound(err) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	return m.stop(ctx, e, time.Duration(max(timeout, 0))*time.Second)
+}
+
+func (m *Manager) stop(ctx context.Context, e *entry, grace time.Duration) error {
+	e.mu.Lock()
+	state := e.state
+	e.mu.Unlock()
+	if state != runtime.ContainerState_CONTAINER_RUNNING {
+		return nil
+	}
+	sig, err := lifecycle.ParseSignal(e.rec.StopSignal)
+	if err != nil {
+		sig = syscall.SIGTERM
+	}
+	m.log().WithFields(logrus.Fields{"pod": e.rec.SandboxId, "container": e.id, "signal": signalName(sig), "grace": grace}).Info("stopping container")
+	if err := m.stopper.Stop(ctx, lifecycle.StopRequest{
+		ID: e.id, Process: taskSignaler{m: m, id: e.id}, Exited: e.exited, Signal: sig, Grace: grace,
+	}); err != nil {
+		return fmt.Errorf("stop container %s: %w", e.id, err)
+	}
+	return nil
+}
+
+// Remove deletes a container, stopping it first; absent is not an error.
+func (m *Manager) Remove(ctx context.Context, id string) error {
+	e, err := m.get(id)
+	if errdefs.IsNotFound(err) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	starting := e.starting
+	e.mu.Unlock()
+	if starting {
+		return fmt.Errorf("container %s is starting: %w", e.id, errdefs.ErrFailedPrecondition)
+	}
+	if err := m.stop(ctx, e, 0); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	e.status.Removing = true
+	st := proto.Clone(e.status).(*crishimpb.ContainerStatusRecord)
+	e.mu.Unlock()
+	m.persistStatus(e.id, st)
+
+	cctx, cancel := m.cleanupCtx()
+	defer cancel()
+	if err := m.deleteContainer(cctx, e.id); err != nil {
+		return fmt.Errorf("remove container %s: %w", e.id, err)
+	}
+	m.mu.Lock()
+	delete(m.containers, e.id)
+	if m.names[e.rec.Name] == e.id {
+		delete(m.names, e.rec.Name)
+	}
+	m.mu.Unlock()
+	m.log().WithFields(logrus.Fields{"pod": e.rec.SandboxId, "container": e.id}).Info("container removed")
+	return nil
+}
+
+// deleteContainer removes the containerd container, any leftover task,
+// the snapshot and crishim's files for it. The log file stays: the
+// kubelet owns it.
+func (m *Manager) deleteContainer(ctx context.Context, id string) error {
+	c, err := m.client.LoadContainer(ctx, id)
+	if err == nil {
+		if t, terr := c.Task(ctx, nil); terr == nil {
+			if _, derr := t.Delete(ctx, containerd.WithProcessKill); derr != nil && !errdefs.IsNotFound(derr) {
+				return derr
+			}
+		}
+		if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+			return err
+		}
+	} else if !errdefs.IsNotFound(err) {
+		return err
+	}
+	for _, dir := range []string{m.fifoDir(id), filepath.Join(m.cfg.Root, "containers", id)} {
+		if err := os.RemoveAll(dir); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// podEntries lists the containers of a pod.
+func (m *Manager) podEntries(podID string) []*entry {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var out []*entry
+	for _, e := range m.containers {
+		if e.rec.SandboxId == podID {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// StopPod stops all containers of pod podID in parallel, each with its own grace.
+func (m *Manager) StopPod(ctx context.Context, podID string) error {
+	entries := m.podEntries(podID)
+	errs := make([]error, len(entries))
+	var wg sync.WaitGroup
+	for i, e := range entries {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = m.stop(ctx, e, terminationGrace(e.cfg))
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// terminationGrace is the grace a container declared for stops that come
+// without a timeout; none means an immediate kill.
+func terminationGrace(cfg *runtime.ContainerConfig) time.Duration {
+	v, ok := cfg.GetAnnotations()[AnnotationTerminationGrace]
+	if !ok {
+		return 0
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return time.Duration(n) * time.Second
+}
+
+// RemovePod removes all containers of pod podID.
+func (m *Manager) RemovePod(ctx context.Context, podID string) error {
+	var errs []error
+	for _, e := range m.podEntries(podID) {
+		if err := m.Remove(ctx, e.id); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ReopenLog reopens a running container's log file after the kubelet
+// rotated it.
+func (m *Manager) ReopenLog(ctx context.Context, id string) error {
+	e, err := m.get(id)
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	tio := e.io
+	running := e.state == runtime.ContainerState_CONTAINER_RUNNING
+	e.mu.Unlock()
+	if !running || tio == nil {
+		return fmt.Errorf("container %s is not running: %w", e.id, errdefs.ErrFailedPrecondition)
+	}
+	return tio.sink.Reopen()
+}
+
+// SubscribeOutput registers fn for the live output of a running
+// container (stream is "stdout" or "stderr"); for attach.
+func (m *Manager) SubscribeOutput(id string, fn func(stream string, p []byte)) (unsubscribe func(), err error) {
+	e, err := m.get(id)
+	if err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.io == nil {
+		return nil, fmt.Errorf("container %s is not running: %w", e.id, errdefs.ErrFailedPrecondition)
+	}
+	return e.io.sink.Subscribe(fn), nil
+}

@@ -1,0 +1,352 @@
+package container
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/namespaces"
+	"github.com/containerd/containerd/remotes/docker"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crishim/crishim/image"
+	"github.com/crishim/crishim/sandbox"
+)
+
+// These tests run real containers on the dev containerd, in their own
+// namespace, without the sandbox and image packages: the pod is a
+// host-network "sandbox" with no pause, and the image is pulled directly.
+const (
+	testNamespace = "dev-container"
+	testImage     = "127.0.0.1:5000/e2e-test-images/busybox:1.29-2"
+)
+
+type fakeSandboxes struct{ sb *sandbox.Sandbox }
+
+func (f fakeSandboxes) Get(id string) (*sandbox.Sandbox, error) {
+	if id != f.sb.ID {
+		return nil, errdefs.ErrNotFound
+	}
+	return f.sb, nil
+}
+
+type fakeImages struct{ img *image.Local }
+
+func (f fakeImages) Get(_ context.Context, ref string) (*image.Local, error) {
+	if ref != testImage {
+		return nil, errdefs.ErrNotFound
+	}
+	return f.img, nil
+}
+
+type env struct {
+	m      *Manager
+	client *containerd.Client
+	ctx    context.Context
+	pod    *runtime.PodSandboxConfig
+	podID  string
+	logDir string
+}
+
+func setup(t *testing.T) *env {
+	addr := os.Getenv("CRISHIM_TEST_CONTAINERD")
+	if addr == "" {
+		t.Skip("CRISHIM_TEST_CONTAINERD not set (containerd socket, or 1 for /run/crishim-dev/containerd.sock)")
+	}
+	if !strings.HasPrefix(addr, "/") {
+		addr = "/run/crishim-dev/containerd.sock"
+	}
+	client, err := containerd.New(addr, containerd.WithDefaultNamespace(testNamespace))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	ctx := namespaces.WithNamespace(context.Background(), testNamespace)
+
+	waitRegistry(t)
+	resolver := docker.NewResolver(docker.ResolverOptions{
+		Hosts: docker.ConfigureDefaultRegistries(docker.WithPlainHTTP(docker.MatchLocalhost)),
+	})
+	img, err := client.Pull(ctx, testImage, containerd.WithResolver(resolver), containerd.WithPullUnpack,
+		containerd.WithPullSnapshotter("overlayfs"))
+	if err != nil {
+		t.Fatalf("pull %s: %v", testImage, err)
+	}
+	ispec, err := img.Spec(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := &image.Local{Image: img, ID: img.Target().Digest.String(), Ref: testImage, Config: image.ImageConfig{
+		Entrypoint: ispec.Config.Entrypoint, Cmd: ispec.Config.Cmd, Env: ispec.Config.Env,
+		WorkingDir: ispec.Config.WorkingDir, User: ispec.Config.User, StopSignal: ispec.Config.StopSignal,
+	}}
+
+	root := t.TempDir()
+	podDir := filepath.Join(root, "pod")
+	if err := os.MkdirAll(podDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(podDir, "hosts"), []byte("127.0.0.1 localhost crishim-test\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(podDir, "resolv.conf"), []byte("nameserver 127.0.0.1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pod := &runtime.PodSandboxConfig{
+		Metadata:     &runtime.PodSandboxMetadata{Name: "pod", Namespace: "test", Uid: newID()[:12]},
+		LogDirectory: filepath.Join(root, "logs"),
+		Linux: &runtime.LinuxPodSandboxConfig{SecurityContext: &runtime.LinuxSandboxSecurityContext{
+			NamespaceOptions: &runtime.NamespaceOption{Network: runtime.NamespaceMode_NODE, Ipc: runtime.NamespaceMode_NODE, Pid: runtime.NamespaceMode_CONTAINER},
+		}},
+	}
+	sb := &sandbox.Sandbox{ID: newID(), Name: "pod", Config: pod, Dir: podDir, Ready: true}
+	m := New(client, fakeImages{local}, fakeSandboxes{sb}, Config{
+		Root: filepath.Join(root, "root"), State: filepath.Join(root, "state"),
+		CgroupDriver: "cgroupfs", Snapshotter: "overlayfs", Runtime: "io.containerd.runc.v2",
+	})
+	e := &env{m: m, client: client, ctx: ctx, pod: pod, podID: sb.ID, logDir: pod.LogDirectory}
+	t.Cleanup(func() {
+		if err := m.RemovePod(context.Background(), sb.ID); err != nil {
+			t.Errorf("remove pod containers: %v", err)
+		}
+	})
+	return e
+}
+
+// waitRegistry waits for the critest harness to have pushed busybox.
+func waitRegistry(t *testing.T) {
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		resp, err := http.Get("http://127.0.0.1:5000/v2/e2e-test-images/busybox/tags/list")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK && strings.Contains(string(body), `"1.29-2"`) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("registry at 127.0.0.1:5000 has no e2e-test-images/busybox:1.29-2")
+		}
+		time.Sleep(2 * time.Second)
+	}
+}
+
+func (e *env) create(t *testing.T, name string, mutate func(*runtime.ContainerConfig), cmd ...string) string {
+	t.Helper()
+	cfg := &runtime.ContainerConfig{
+		Metadata: &runtime.ContainerMetadata{Name: name},
+		Image:    &runtime.ImageSpec{Image: testImage},
+		Command:  cmd,
+		LogPath:  name + "/0.log",
+		Labels:   map[string]string{"test": name},
+		Linux:    &runtime.LinuxContainerConfig{Resources: &runtime.LinuxContainerResources{OomScoreAdj: -999}},
+	}
+	if mutate != nil {
+		mutate(cfg)
+	}
+	id, err := e.m.Create(e.ctx, e.podID, cfg, e.pod)
+	if err != nil {
+		t.Fatalf("create %s: %v", name, err)
+	}
+	return id
+}
+
+func (e *env) waitState(t *testing.T, id string, want runtime.ContainerState) *runtime.ContainerStatus {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, _, err := e.m.Status(e.ctx, id, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.State == want {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("container %s stayed %v, want %v", id, st.State, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestContainerdLifecycleAndLogs(t *testing.T) {
+	e := setup(t)
+	id := e.create(t, "logger", nil, "sh", "-c", "echo hello; echo oops >&2; printf tail")
+	if _, err := e.m.Create(e.ctx, e.podID, &runtime.ContainerConfig{
+		Metadata: &runtime.ContainerMetadata{Name: "logger"}, Image: &runtime.ImageSpec{Image: testImage},
+	}, e.pod); !errdefs.IsAlreadyExists(err) || !strings.Contains(err.Error(), id) {
+		t.Fatalf("duplicate name: %v", err)
+	}
+	st, _, err := e.m.Status(e.ctx, id, false)
+	if err != nil || st.State != runtime.ContainerState_CONTAINER_CREATED || st.ImageRef != testImage || st.User.GetLinux().GetUid() != 0 {
+		t.Fatalf("status after create: %+v %v", st, err)
+	}
+	if err := e.m.Start(e.ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.m.Start(e.ctx, id); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("second start: %v", err)
+	}
+	st = e.waitState(t, id, runtime.ContainerState_CONTAINER_EXITED)
+	if st.ExitCode != 0 || st.Reason != ReasonCompleted || st.StartedAt == 0 || st.FinishedAt < st.StartedAt {
+		t.Fatalf("exit status %+v", st)
+	}
+	entries := readLog(t, filepath.Join(e.logDir, "logger/0.log"))
+	got := map[string]logEntry{}
+	for _, le := range entries {
+		got[le.msg] = le
+	}
+	if len(entries) != 3 || got["hello"].stream != "stdout" || got["hello"].tag != "F" ||
+		got["oops"].stream != "stderr" || got["tail"].tag != "P" {
+		t.Fatalf("log entries %+v", entries)
+	}
+
+	failing := e.create(t, "failing", nil, "sh", "-c", "exit 3")
+	if err := e.m.Start(e.ctx, failing); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.waitState(t, failing, runtime.ContainerState_CONTAINER_EXITED); st.ExitCode != 3 || st.Reason != ReasonError {
+		t.Fatalf("failing container status %+v", st)
+	}
+
+	broken := e.create(t, "broken", nil, "/no/such/binary")
+	if err := e.m.Start(e.ctx, broken); err == nil {
+		t.Fatal("start of a missing binary succeeded")
+	}
+	if st, _, _ := e.m.Status(e.ctx, broken, false); st.State != runtime.ContainerState_CONTAINER_EXITED || st.Reason != ReasonStartError || st.Message == "" {
+		t.Fatalf("failed start status %+v", st)
+	}
+
+	list, err := e.m.List(e.ctx, &runtime.ContainerFilter{LabelSelector: map[string]string{"test": "failing"}})
+	if err != nil || len(list) != 1 || list[0].Id != failing {
+		t.Fatalf("list by label: %v %v", list, err)
+	}
+	list, _ = e.m.List(e.ctx, &runtime.ContainerFilter{PodSandboxId: e.podID[:8], State: &runtime.ContainerStateValue{State: runtime.ContainerState_CONTAINER_EXITED}})
+	if len(list) != 3 {
+		t.Fatalf("list exited in pod: %d containers", len(list))
+	}
+
+	// A restarted manager sees the same containers and exits.
+	m2 := New(e.client, e.m.images, e.m.sandboxes, e.m.cfg)
+	if err := m2.Recover(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	st2, _, err := m2.Status(e.ctx, failing, false)
+	if err != nil || st2.ExitCode != 3 || st2.Reason != ReasonError || st2.State != runtime.ContainerState_CONTAINER_EXITED {
+		t.Fatalf("recovered status %+v %v", st2, err)
+	}
+
+	if err := e.m.Remove(e.ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.client.LoadContainer(e.ctx, id); !errdefs.IsNotFound(err) {
+		t.Fatalf("containerd container left behind: %v", err)
+	}
+	if _, err := e.client.SnapshotService("overlayfs").Stat(e.ctx, id); !errdefs.IsNotFound(err) {
+		t.Fatalf("snapshot left behind: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(e.logDir, "logger/0.log")); err != nil {
+		t.Fatalf("log file removed: %v", err)
+	}
+	if err := e.m.Remove(e.ctx, id); err != nil {
+		t.Fatalf("second remove: %v", err)
+	}
+	if _, _, err := e.m.Status(e.ctx, id, false); !errdefs.IsNotFound(err) {
+		t.Fatalf("status after remove: %v", err)
+	}
+}
+
+func TestContainerdExecAndStop(t *testing.T) {
+	e := setup(t)
+	stubborn := e.create(t, "stubborn", nil, "sh", "-c", `trap "" TERM; echo ready; while true; do sleep 1; done`)
+	polite := e.create(t, "polite", func(c *runtime.ContainerConfig) { c.StopSignal = runtime.Signal_SIGNAL_SIGUSR1 },
+		"sh", "-c", `trap "exit 0" USR1; while true; do sleep 0.1; done`)
+	for _, id := range []string{stubborn, polite} {
+		if err := e.m.Start(e.ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	res, err := e.m.ExecSync(e.ctx, stubborn, []string{"sh", "-c", "echo out; echo err >&2; exit 7"}, 0)
+	if err != nil || string(res.Stdout) != "out\n" || string(res.Stderr) != "err\n" || res.ExitCode != 7 {
+		t.Fatalf("exec: %+v %v", res, err)
+	}
+	start := time.Now()
+	_, err = e.m.ExecSync(e.ctx, stubborn, []string{"sleep", "30"}, 1)
+	if !errdefs.IsDeadlineExceeded(err) || status.Code(errdefs.ToGRPC(err)) != codes.DeadlineExceeded {
+		t.Fatalf("exec timeout: %v", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("exec timeout took %v", d)
+	}
+	if dirs, _ := os.ReadDir(filepath.Join(e.m.fifoDir(stubborn), "exec")); len(dirs) != 0 {
+		t.Fatalf("exec fifos left behind: %v", dirs)
+	}
+
+	// The polite container exits on its custom stop signal, well before
+	// the grace period.
+	start = time.Now()
+	if err := e.m.Stop(e.ctx, polite, 30); err != nil {
+		t.Fatal(err)
+	}
+	st, _, _ := e.m.Status(e.ctx, polite, false)
+	if st.State != runtime.ContainerState_CONTAINER_EXITED || st.ExitCode != 0 || time.Since(start) > 10*time.Second {
+		t.Fatalf("graceful stop: %+v after %v", st, time.Since(start))
+	}
+
+	// The stubborn one is killed at the deadline; two concurrent stops,
+	// the second one shorter, end together at the shorter deadline.
+	ctx, cancel := context.WithCancel(e.ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		e.m.Stop(ctx, stubborn, 60) //nolint:errcheck // cancelled on purpose
+	}()
+	waitUntil(t, func() bool { return e.m.stopper.Stopping(stubborn) })
+	cancel()
+	start = time.Now()
+	if err := e.m.Stop(e.ctx, stubborn, 2); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	d := time.Since(start)
+	st, _, _ = e.m.Status(e.ctx, stubborn, false)
+	if st.State != runtime.ContainerState_CONTAINER_EXITED || st.ExitCode != 137 || st.Reason != ReasonError {
+		t.Fatalf("killed container status %+v", st)
+	}
+	if d < 1500*time.Millisecond || d > 8*time.Second {
+		t.Fatalf("stop with 2s grace took %v", d)
+	}
+	if err := e.m.Stop(e.ctx, stubborn, 2); err != nil {
+		t.Fatalf("stop of an exited container: %v", err)
+	}
+	if _, err := e.m.ExecSync(e.ctx, stubborn, []string{"true"}, 0); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("exec in exited container: %v", err)
+	}
+	if lines := readLog(t, filepath.Join(e.logDir, "stubborn/0.log")); len(lines) == 0 || lines[0].msg != "ready" {
+		t.Fatalf("stubborn log %+v", lines)
+	}
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,165 @@
+package container
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/cio"
+	"github.com/containerd/containerd/errdefs"
+	"github.com/sirupsen/logrus"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// maxExecOutput bounds what ExecSync keeps of each stream; the rest is
+// read and dropped so the process never blocks on a full pipe.
+const maxExecOutput = 16 << 20
+
+// cappedBuffer keeps the first max bytes written to it.
+type cappedBuffer struct {
+	mu        sync.Mutex
+	max       int
+	buf       bytes.Buffer
+	truncated bool
+}
+
+func (b *cappedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if room := b.max - b.buf.Len(); room < len(p) {
+		b.truncated = true
+		if room > 0 {
+			b.buf.Write(p[:room])
+		}
+		return len(p), nil
+	}
+	return b.buf.Write(p)
+}
+
+func (b *cappedBuffer) Bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]byte(nil), b.buf.Bytes()...)
+}
+
+// ExecSync runs cmd in a running container, killing it after timeout seconds (0: none).
+// A timeout returns an error wrapping context.DeadlineExceeded, which
+// errdefs.ToGRPC maps to codes.DeadlineExceeded as the kubelet expects.
+func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout int64) (*runtime.ExecSyncResponse, error) {
+	if len(cmd) == 0 {
+		return nil, fmt.Errorf("exec needs a command: %w", errdefs.ErrInvalidArgument)
+	}
+	e, err := m.get(id)
+	if err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	running := e.state == runtime.ContainerState_CONTAINER_RUNNING
+	e.mu.Unlock()
+	if !running || e.spec == nil || e.spec.Process == nil {
+		return nil, fmt.Errorf("container %s is not running: %w", e.id, errdefs.ErrFailedPrecondition)
+	}
+	log := m.log().WithFields(logrus.Fields{"pod": e.rec.SandboxId, "container": e.id})
+
+	ctx = m.nsCtx(ctx)
+	c, err := m.client.LoadContainer(ctx, e.id)
+	if err != nil {
+		return nil, fmt.Errorf("load container %s: %w", e.id, err)
+	}
+	task, err := c.Task(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("task of container %s: %w", e.id, err)
+	}
+	pspec := *e.spec.Process
+	pspec.Args = cmd
+	pspec.Terminal = false
+	pspec.ConsoleSize = nil
+
+	b := make([]byte, 16)
+	rand.Read(b) //nolint:errcheck // never fails on Linux
+	execID := "exec-" + hex.EncodeToString(b)
+	stdout := &cappedBuffer{max: maxExecOutput}
+	stderr := &cappedBuffer{max: maxExecOutput}
+	creator := cio.NewCreator(cio.WithStreams(nil, stdout, stderr), cio.WithFIFODir(filepath.Join(m.fifoDir(e.id), "exec")))
+	process, err := task.Exec(ctx, execID, &pspec, creator)
+	if err != nil {
+		return nil, fmt.Errorf("exec in container %s: %w", e.id, err)
+	}
+	// Whatever happens from here, the exec process and its FIFOs go away.
+	defer func() {
+		cctx, cancel := m.cleanupCtx()
+		defer cancel()
+		if !waitIO(process.IO(), 5*time.Second) {
+			process.IO().Cancel()
+			process.IO().Close()
+		}
+		if _, err := process.Delete(cctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			log.WithError(err).Warn("delete exec process")
+		}
+	}()
+	exitCh, err := process.Wait(m.nsCtx(context.Background()))
+	if err != nil {
+		return nil, fmt.Errorf("wait for exec in container %s: %w", e.id, err)
+	}
+	if err := process.Start(ctx); err != nil {
+		return nil, fmt.Errorf("start exec in container %s: %w", e.id, err)
+	}
+
+	var expired <-chan time.Time
+	if timeout > 0 {
+		timer := time.NewTimer(time.Duration(timeout) * time.Second)
+		defer timer.Stop()
+		expired = timer.C
+	}
+	killAndReap := func() {
+		kctx, cancel := m.cleanupCtx()
+		defer cancel()
+		if err := process.Kill(kctx, syscall.SIGKILL); err != nil && !errdefs.IsNotFound(err) {
+			log.WithError(err).Warn("kill exec process")
+		}
+		select {
+		case <-exitCh:
+		case <-time.After(10 * time.Second):
+		}
+	}
+	select {
+	case st := <-exitCh:
+		code, _, err := st.Result()
+		if err != nil {
+			return nil, fmt.Errorf("wait for exec in container %s: %w", e.id, err)
+		}
+		waitIO(process.IO(), 5*time.Second)
+		if stdout.truncated || stderr.truncated {
+			log.Warn("exec output truncated")
+		}
+		return &runtime.ExecSyncResponse{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), ExitCode: int32(code)}, nil
+	case <-expired:
+		killAndReap()
+		return nil, fmt.Errorf("command %q in container %s timed out after %ds: %w", cmd, e.id, timeout, context.DeadlineExceeded)
+	case <-ctx.Done():
+		killAndReap()
+		return nil, fmt.Errorf("exec in container %s: %w", e.id, ctx.Err())
+	}
+}
+
+// waitIO waits up to d for the exec output copy to finish.
+func waitIO(io cio.IO, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		io.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}

@@ -1,0 +1,183 @@
+package container
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	crishimpb "github.com/crishim/crishim/proto"
+)
+
+func stateName(s runtime.ContainerState) string {
+	return strings.TrimPrefix(s.String(), "CONTAINER_")
+}
+
+// imageSpec is the image as the client named it, with its annotations.
+func (e *entry) imageSpec() *runtime.ImageSpec {
+	if img := e.cfg.GetImage(); img != nil {
+		return proto.Clone(img).(*runtime.ImageSpec)
+	}
+	return &runtime.ImageSpec{Image: e.rec.ImageName}
+}
+
+// Status reports a container; info is filled when verbose.
+func (m *Manager) Status(ctx context.Context, id string, verbose bool) (*runtime.ContainerStatus, map[string]string, error) {
+	e, err := m.get(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	e.mu.Lock()
+	state, status, pid := e.state, proto.Clone(e.status).(*crishimpb.ContainerStatusRecord), e.pid
+	e.mu.Unlock()
+
+	out := &runtime.ContainerStatus{
+		Id:          e.id,
+		Metadata:    e.cfg.GetMetadata(),
+		State:       state,
+		CreatedAt:   e.rec.CreatedAt,
+		StartedAt:   status.GetStartedAt(),
+		FinishedAt:  status.GetFinishedAt(),
+		ExitCode:    status.GetExitCode(),
+		Image:       e.imageSpec(),
+		ImageRef:    e.rec.ImageRef,
+		ImageId:     e.rec.ImageId,
+		Reason:      status.GetReason(),
+		Message:     status.GetMessage(),
+		Labels:      e.cfg.GetLabels(),
+		Annotations: e.cfg.GetAnnotations(),
+		Mounts:      e.cfg.GetMounts(),
+		LogPath:     e.rec.LogPath,
+		Resources:   e.resources(),
+		User:        e.user(),
+		StopSignal:  e.cfg.GetStopSignal(),
+	}
+	if !verbose {
+		return out, nil, nil
+	}
+	info := map[string]interface{}{
+		"sandboxID":   e.rec.SandboxId,
+		"pid":         pid,
+		"removing":    status.GetRemoving(),
+		"snapshotKey": e.id,
+		"snapshotter": m.cfg.Snapshotter,
+		"runtimeType": m.cfg.Runtime,
+		"stopSignal":  e.rec.StopSignal,
+		"runtimeSpec": e.spec,
+		"config":      e.cfg,
+	}
+	data, err := json.Marshal(info)
+	if err != nil {
+		return out, nil, nil
+	}
+	return out, map[string]string{"info": string(data)}, nil
+}
+
+// resources reports the container's cgroup settings from its spec.
+func (e *entry) resources() *runtime.ContainerResources {
+	if e.spec == nil || e.spec.Linux == nil || e.spec.Linux.Resources == nil {
+		return nil
+	}
+	r := e.spec.Linux.Resources
+	out := &runtime.LinuxContainerResources{}
+	if c := r.CPU; c != nil {
+		if c.Period != nil {
+			out.CpuPeriod = int64(*c.Period)
+		}
+		if c.Quota != nil {
+			out.CpuQuota = *c.Quota
+		}
+		if c.Shares != nil {
+			out.CpuShares = int64(*c.Shares)
+		}
+		out.CpusetCpus, out.CpusetMems = c.Cpus, c.Mems
+	}
+	if mem := r.Memory; mem != nil {
+		if mem.Limit != nil {
+			out.MemoryLimitInBytes = *mem.Limit
+		}
+		if mem.Swap != nil {
+			out.MemorySwapLimitInBytes = *mem.Swap
+		}
+	}
+	for _, h := range r.HugepageLimits {
+		out.HugepageLimits = append(out.HugepageLimits, &runtime.HugepageLimit{PageSize: h.Pagesize, Limit: h.Limit})
+	}
+	if len(r.Unified) > 0 {
+		out.Unified = r.Unified
+	}
+	if p := e.spec.Process; p != nil && p.OOMScoreAdj != nil {
+		out.OomScoreAdj = int64(*p.OOMScoreAdj)
+	}
+	return &runtime.ContainerResources{Linux: out}
+}
+
+// user reports the identity the container's process runs as.
+func (e *entry) user() *runtime.ContainerUser {
+	if e.spec == nil || e.spec.Process == nil {
+		return nil
+	}
+	u := e.spec.Process.User
+	lu := &runtime.LinuxContainerUser{Uid: int64(u.UID), Gid: int64(u.GID)}
+	for _, g := range u.AdditionalGids {
+		lu.SupplementalGroups = append(lu.SupplementalGroups, int64(g))
+	}
+	return &runtime.ContainerUser{Linux: lu}
+}
+
+// List returns the containers matching filter (nil: all).
+func (m *Manager) List(ctx context.Context, filter *runtime.ContainerFilter) ([]*runtime.Container, error) {
+	m.mu.RLock()
+	entries := make([]*entry, 0, len(m.containers))
+	for _, e := range m.containers {
+		entries = append(entries, e)
+	}
+	m.mu.RUnlock()
+
+	var out []*runtime.Container
+	for _, e := range entries {
+		e.mu.Lock()
+		state := e.state
+		e.mu.Unlock()
+		if !matches(filter, e, state) {
+			continue
+		}
+		out = append(out, &runtime.Container{
+			Id:           e.id,
+			PodSandboxId: e.rec.SandboxId,
+			Metadata:     e.cfg.GetMetadata(),
+			Image:        e.imageSpec(),
+			ImageRef:     e.rec.ImageRef,
+			ImageId:      e.rec.ImageId,
+			State:        state,
+			CreatedAt:    e.rec.CreatedAt,
+			Labels:       e.cfg.GetLabels(),
+			Annotations:  e.cfg.GetAnnotations(),
+		})
+	}
+	return out, nil
+}
+
+func matches(f *runtime.ContainerFilter, e *entry, state runtime.ContainerState) bool {
+	if f == nil {
+		return true
+	}
+	if f.GetId() != "" && !strings.HasPrefix(e.id, f.GetId()) {
+		return false
+	}
+	if f.GetPodSandboxId() != "" && !strings.HasPrefix(e.rec.SandboxId, f.GetPodSandboxId()) {
+		return false
+	}
+	if f.GetState() != nil && f.GetState().GetState() != state {
+		return false
+	}
+	labels := e.cfg.GetLabels()
+	for k, v := range f.GetLabelSelector() {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}

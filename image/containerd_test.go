@@ -1,0 +1,281 @@
+package image
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/mount"
+	"github.com/containerd/containerd/namespaces"
+	"github.com/opencontainers/image-spec/identity"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// These tests drive a real containerd. They run only when
+// CRISHIM_TEST_CONTAINERD names its socket; CRISHIM_TEST_REGISTRY_CONFIG_DIR
+// is a hosts.toml tree through which the test image is reachable, and
+// CRISHIM_TEST_NAMESPACE (default crishim-image-test) keeps the test's
+// objects apart.
+
+const testImage = "registry.k8s.io/e2e-test-images/busybox:1.29-2"
+
+func realService(t *testing.T) (*Service, context.Context) {
+	t.Helper()
+	socket := os.Getenv("CRISHIM_TEST_CONTAINERD")
+	if socket == "" {
+		t.Skip("CRISHIM_TEST_CONTAINERD is not set")
+	}
+	ns := os.Getenv("CRISHIM_TEST_NAMESPACE")
+	if ns == "" {
+		ns = "crishim-image-test"
+	}
+	client, err := containerd.New(socket, containerd.WithDefaultNamespace(ns))
+	if err != nil {
+		t.Fatalf("connect to containerd: %v", err)
+	}
+	t.Cleanup(func() { client.Close() })
+	svc := New(client, Config{
+		RegistryConfigDir: os.Getenv("CRISHIM_TEST_REGISTRY_CONFIG_DIR"),
+		Snapshotter:       "overlayfs",
+	})
+	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), ns), 5*time.Minute)
+	t.Cleanup(cancel)
+	return svc, ctx
+}
+
+func TestContainerdPullListStatusRemove(t *testing.T) {
+	svc, ctx := realService(t)
+	spec := &runtime.ImageSpec{Image: testImage}
+	t.Cleanup(func() { _ = svc.Remove(context.WithoutCancel(ctx), spec) })
+
+	id, err := svc.Pull(ctx, testImage, nil, nil)
+	if err != nil {
+		t.Fatalf("Pull: %v", err)
+	}
+	if _, ok := parseID(id); !ok || !strings.HasPrefix(id, "sha256:") {
+		t.Fatalf("Pull returned %q, want a sha256 image ID", id)
+	}
+
+	imgs, err := svc.List(ctx, nil)
+	if err != nil {
+		t.Fatalf("List: %v", err)
+	}
+	var listed *runtime.Image
+	for _, img := range imgs {
+		if img.Id == id {
+			if listed != nil {
+				t.Fatalf("List reports image %s twice", id)
+			}
+			listed = img
+		}
+	}
+	if listed == nil {
+		t.Fatalf("List does not report %s: %v", id, imgs)
+	}
+	if !slices.Contains(listed.RepoTags, testImage) {
+		t.Errorf("repo tags %v lack %s", listed.RepoTags, testImage)
+	}
+	if len(listed.RepoDigests) != 1 || !strings.HasPrefix(listed.RepoDigests[0], "registry.k8s.io/e2e-test-images/busybox@sha256:") {
+		t.Fatalf("repo digests %v, want one registry.k8s.io/e2e-test-images/busybox@sha256:...", listed.RepoDigests)
+	}
+	if listed.Size == 0 {
+		t.Error("image size is 0")
+	}
+	repoDigest := listed.RepoDigests[0]
+
+	filtered, err := svc.List(ctx, &runtime.ImageFilter{Image: &runtime.ImageSpec{Image: repoDigest}})
+	if err != nil || len(filtered) != 1 || filtered[0].Id != id {
+		t.Errorf("List filtered by %s = %v, %v; want just %s", repoDigest, filtered, err, id)
+	}
+
+	for _, ref := range []string{testImage, id, repoDigest} {
+		img, info, err := svc.Status(ctx, &runtime.ImageSpec{Image: ref}, true)
+		if err != nil || img == nil {
+			t.Fatalf("Status(%s) = %v, %v", ref, img, err)
+		}
+		if img.Id != id {
+			t.Errorf("Status(%s).Id = %s, want %s", ref, img.Id, id)
+		}
+		var v struct {
+			ImageSpec struct {
+				Config struct{ Cmd []string } `json:"config"`
+			} `json:"imageSpec"`
+		}
+		if err := json.Unmarshal([]byte(info["info"]), &v); err != nil || len(v.ImageSpec.Config.Cmd) == 0 {
+			t.Errorf("Status(%s) verbose info %q: %v", ref, info["info"], err)
+		}
+	}
+
+	local, err := svc.Get(ctx, id)
+	if err != nil {
+		t.Fatalf("Get(%s): %v", id, err)
+	}
+	if local.ID != id || local.Ref != repoDigest {
+		t.Errorf("Get(ID) = {ID %s Ref %s}, want {%s %s}", local.ID, local.Ref, id, repoDigest)
+	}
+	if len(local.Config.Cmd) == 0 {
+		t.Errorf("Get: image config has no Cmd: %+v", local.Config)
+	}
+	if ok, err := local.Image.IsUnpacked(ctx, "overlayfs"); err != nil || !ok {
+		t.Errorf("image not unpacked after pull: %v %v", ok, err)
+	}
+
+	byDigest, err := svc.Pull(ctx, repoDigest, nil, nil)
+	if err != nil || byDigest != id {
+		t.Fatalf("Pull(%s) = %s, %v; want %s", repoDigest, byDigest, err, id)
+	}
+
+	fs, err := svc.FsInfo(ctx)
+	if err != nil {
+		t.Fatalf("FsInfo: %v", err)
+	}
+	if len(fs) != 1 || !strings.HasSuffix(fs[0].FsId.GetMountpoint(), "io.containerd.snapshotter.v1.overlayfs") ||
+		fs[0].UsedBytes.GetValue() == 0 || fs[0].InodesUsed.GetValue() == 0 {
+		t.Errorf("FsInfo = %v", fs)
+	}
+
+	if err := svc.Remove(ctx, spec); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+	for _, ref := range []string{testImage, id, repoDigest} {
+		if img, _, err := svc.Status(ctx, &runtime.ImageSpec{Image: ref}, false); err != nil || img != nil {
+			t.Errorf("Status(%s) after Remove = %v, %v; want nil, nil", ref, img, err)
+		}
+	}
+	if _, err := svc.Get(ctx, id); !errdefs.IsNotFound(err) {
+		t.Errorf("Get after Remove: %v, want NotFound", err)
+	}
+	if err := svc.Remove(ctx, spec); err != nil {
+		t.Errorf("second Remove: %v", err)
+	}
+}
+
+func TestContainerdPullMissingImage(t *testing.T) {
+	svc, ctx := realService(t)
+	_, err := svc.Pull(ctx, "registry.k8s.io/e2e-test-images/no-such-image:0", nil, nil)
+	if err == nil {
+		t.Fatal("pulling an image that does not exist succeeded")
+	}
+}
+
+func TestContainerdEmbeddedPause(t *testing.T) {
+	svc, ctx := realService(t)
+	name, err := EmbeddedPauseRef()
+	if errdefs.IsFailedPrecondition(err) {
+		if _, err := svc.EnsureSandboxImage(ctx, ""); !errdefs.IsFailedPrecondition(err) {
+			t.Fatalf("EnsureSandboxImage without a pause binary: %v, want FailedPrecondition", err)
+		}
+		t.Skip("built without the pause binary (gcc -static -Os -s -o image/pausebin/pause pause/pause.c)")
+	}
+	local, err := svc.EnsureSandboxImage(ctx, "")
+	if err != nil {
+		t.Fatalf("EnsureSandboxImage: %v", err)
+	}
+	t.Cleanup(func() { _ = svc.Remove(context.WithoutCancel(ctx), &runtime.ImageSpec{Image: local.ID}) })
+	if local.Image.Name() != name {
+		t.Errorf("pause image is named %s, want %s", local.Image.Name(), name)
+	}
+	if !slices.Equal(local.Config.Entrypoint, []string{"/pause"}) {
+		t.Errorf("pause entrypoint %v", local.Config.Entrypoint)
+	}
+	img, _, err := svc.Status(ctx, &runtime.ImageSpec{Image: local.ID}, false)
+	if err != nil || img == nil || !img.Pinned || !slices.Contains(img.RepoTags, name) {
+		t.Errorf("Status(pause) = %v, %v; want pinned with tag %s", img, err, name)
+	}
+
+	// A fresh service (a restarted crishim) finds the same image.
+	again, err := New(svc.client, svc.cfg).EnsureSandboxImage(ctx, "")
+	if err != nil || again.ID != local.ID {
+		t.Errorf("second EnsureSandboxImage = %v, %v; want ID %s", again, err, local.ID)
+	}
+
+	// The unpacked snapshot holds an executable /pause.
+	diffIDs, err := local.Image.RootFS(ctx)
+	if err != nil {
+		t.Fatalf("RootFS: %v", err)
+	}
+	sn := svc.client.SnapshotService("overlayfs")
+	key := "crishim-image-test-view-" + strings.TrimPrefix(local.ID, "sha256:")[:12]
+	mounts, err := sn.View(ctx, key, identity.ChainID(diffIDs).String())
+	if err != nil {
+		t.Fatalf("view pause snapshot: %v", err)
+	}
+	t.Cleanup(func() { _ = sn.Remove(context.WithoutCancel(ctx), key) })
+	dir := t.TempDir()
+	if err := mount.All(mounts, dir); err != nil {
+		t.Fatalf("mount pause snapshot: %v", err)
+	}
+	t.Cleanup(func() { _ = mount.UnmountAll(dir, 0) })
+	fi, err := os.Stat(filepath.Join(dir, "pause"))
+	if err != nil {
+		t.Fatalf("pause snapshot: %v", err)
+	}
+	if fi.Mode().Perm() != 0o755 || fi.Size() == 0 {
+		t.Errorf("/pause in the snapshot: mode %v size %d", fi.Mode(), fi.Size())
+	}
+}
+
+func TestContainerdConfiguredSandboxImage(t *testing.T) {
+	svc, ctx := realService(t)
+	const ref = "registry.k8s.io/pause:3.10"
+	t.Cleanup(func() { _ = svc.Remove(context.WithoutCancel(ctx), &runtime.ImageSpec{Image: ref}) })
+	_ = svc.Remove(ctx, &runtime.ImageSpec{Image: ref})
+
+	local, err := svc.EnsureSandboxImage(ctx, ref)
+	if err != nil {
+		t.Fatalf("EnsureSandboxImage(%s): %v", ref, err)
+	}
+	if !strings.HasPrefix(local.Ref, "registry.k8s.io/pause@sha256:") {
+		t.Errorf("sandbox image ref %s, want a repo digest", local.Ref)
+	}
+	img, _, err := svc.Status(ctx, &runtime.ImageSpec{Image: ref}, false)
+	if err != nil || img == nil || !img.Pinned || img.Id != local.ID {
+		t.Fatalf("Status(%s) = %v, %v; want pinned %s", ref, img, err, local.ID)
+	}
+	// Pulling it again (a kubelet might) keeps the pin.
+	if _, err := svc.Pull(ctx, ref, nil, nil); err != nil {
+		t.Fatalf("Pull(%s): %v", ref, err)
+	}
+	if img, _, err := svc.Status(ctx, &runtime.ImageSpec{Image: ref}, false); err != nil || img == nil || !img.Pinned {
+		t.Errorf("after a re-pull Status(%s) = %v, %v; want pinned", ref, img, err)
+	}
+}
+
+func TestContainerdConcurrentPulls(t *testing.T) {
+	svc, ctx := realService(t)
+	spec := &runtime.ImageSpec{Image: testImage}
+	t.Cleanup(func() { _ = svc.Remove(context.WithoutCancel(ctx), spec) })
+
+	const n = 4
+	ids := make(chan string, n)
+	errs := make(chan error, 2*n)
+	for range n {
+		go func() {
+			id, err := svc.Pull(ctx, testImage, nil, nil)
+			errs <- err
+			ids <- id
+		}()
+		go func() {
+			_, err := svc.List(ctx, nil)
+			errs <- err
+		}()
+	}
+	for range 2 * n {
+		if err := <-errs; err != nil {
+			t.Errorf("concurrent pull/list: %v", err)
+		}
+	}
+	first := <-ids
+	for range n - 1 {
+		if id := <-ids; id != first {
+			t.Errorf("concurrent pulls returned IDs %s and %s", first, id)
+		}
+	}
+}

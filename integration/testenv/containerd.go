@@ -1,0 +1,144 @@
+//go:build linux
+
+package testenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/namespaces"
+)
+
+// Containerd is a private containerd daemon: its own root, state and socket,
+// its CRI plugin disabled so it cannot be mistaken for crishim.
+type Containerd struct {
+	Dir     string
+	Address string
+	LogPath string
+	d       *daemon
+}
+
+// StartContainerd starts containerd with everything under dir and waits
+// until it serves its API.
+func StartContainerd(dir, logPath string) (*Containerd, error) {
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		return nil, err
+	}
+	c := &Containerd{Dir: dir, Address: filepath.Join(dir, "containerd.sock"), LogPath: logPath}
+	// oom_score = 0 keeps containerd from lowering its own oom_score_adj,
+	// which needs CAP_SYS_RESOURCE these machines lack.
+	conf := fmt.Sprintf(`version = 2
+root = %q
+state = %q
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+oom_score = 0
+
+[grpc]
+  address = %q
+
+[ttrpc]
+  address = %q
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = %q
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.Address, c.Address+".ttrpc", filepath.Join(dir, "opt"))
+	confPath := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		return nil, err
+	}
+	d, err := startDaemon("containerd", logPath, "containerd", "--config", confPath, "--log-level", "info")
+	if err != nil {
+		return nil, err
+	}
+	c.d = d
+	err = poll(30*time.Second, 50*time.Millisecond, "containerd to serve on "+c.Address, func() (bool, error) {
+		if err := d.exited(); err != nil {
+			return false, err
+		}
+		if _, err := os.Stat(c.Address); err != nil {
+			return false, nil
+		}
+		client, err := containerd.New(c.Address, containerd.WithTimeout(2*time.Second))
+		if err != nil {
+			return false, err
+		}
+		defer client.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err = client.Version(ctx)
+		return err == nil, err
+	})
+	if err != nil {
+		_ = c.Stop()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Client connects to the daemon with ns as the default namespace.
+func (c *Containerd) Client(ns string) (*containerd.Client, error) {
+	return containerd.New(c.Address, containerd.WithDefaultNamespace(ns), containerd.WithTimeout(10*time.Second))
+}
+
+// Stop kills whatever tasks are left, stops the daemon and the shims that
+// served it, and unmounts what they left under Dir.
+func (c *Containerd) Stop() error {
+	var errs []error
+	if c.d != nil && c.d.exited() == nil {
+		if err := c.reapTasks(); err != nil {
+			errs = append(errs, err)
+		}
+		if err := c.d.stop(15 * time.Second); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// Shims outlive containerd by design; ours are the ones told our address.
+	for _, pid := range processesWithArgs("containerd-shim-runc-v2", "-address", c.Address) {
+		errs = append(errs, fmt.Errorf("containerd-shim-runc-v2 pid %d was still running; killed", pid))
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	if err := unmountAll(c.Dir); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// reapTasks kills and deletes every task in every namespace so that no
+// container process outlives the test run. Finding any is not an error here;
+// the suite's leak checks report it.
+func (c *Containerd) reapTasks() error {
+	client, err := containerd.New(c.Address, containerd.WithTimeout(5*time.Second))
+	if err != nil {
+		return fmt.Errorf("connect to containerd for cleanup: %w", err)
+	}
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	nss, err := client.NamespaceService().List(ctx)
+	if err != nil {
+		return fmt.Errorf("list namespaces: %w", err)
+	}
+	for _, ns := range nss {
+		nctx := namespaces.WithNamespace(ctx, ns)
+		ctrs, err := client.Containers(nctx)
+		if err != nil {
+			continue
+		}
+		for _, ctr := range ctrs {
+			if task, err := ctr.Task(nctx, nil); err == nil {
+				_, _ = task.Delete(nctx, containerd.WithProcessKill)
+			}
+			_ = ctr.Delete(nctx, containerd.WithSnapshotCleanup)
+		}
+		// The runc shim keeps its state in a per-namespace directory of a
+		// fixed root shared by every containerd; drop ours once it is empty.
+		_ = os.Remove(filepath.Join("/run/containerd/runc", ns))
+	}
+	return nil
+}

@@ -1,0 +1,222 @@
+//go:build linux
+
+package testenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// PauseSource and PauseBinary are, relative to the repository root, the
+// project's pause program and where the build puts it for go:embed.
+const (
+	PauseSource = "pause/pause.c"
+	PauseBinary = "image/pausebin/pause"
+)
+
+// BuildPause compiles the pause program unless an up-to-date build exists.
+func BuildPause(repoRoot string) (string, error) {
+	out := filepath.Join(repoRoot, PauseBinary)
+	src, err := os.Stat(filepath.Join(repoRoot, PauseSource))
+	if err != nil {
+		return "", fmt.Errorf("pause source: %w", err)
+	}
+	if bin, err := os.Stat(out); err == nil && !bin.ModTime().Before(src.ModTime()) {
+		return out, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return "", err
+	}
+	if _, err := run("gcc", "-static", "-Os", "-s", "-o", out, filepath.Join(repoRoot, PauseSource)); err != nil {
+		return "", fmt.Errorf("compile pause: %w", err)
+	}
+	return out, nil
+}
+
+// BuildCrishim builds ./cmd/crishim into out, with the race detector when
+// race is set, so that a data race in the daemon shows up in its log.
+func BuildCrishim(repoRoot, out string, race bool) error {
+	if _, err := BuildPause(repoRoot); err != nil {
+		return err
+	}
+	args := []string{"build", "-o", out}
+	if race {
+		args = append(args, "-race")
+	}
+	args = append(args, "./cmd/crishim")
+	cmd := exec.Command(goTool(), args...)
+	cmd.Dir = repoRoot
+	cmd.Env = os.Environ()
+	if !race {
+		cmd.Env = append(cmd.Env, "CGO_ENABLED=0")
+	}
+	if outp, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, outp)
+	}
+	return nil
+}
+
+// goTool finds the go command even when PATH lacks /usr/local/go/bin.
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	if root := os.Getenv("GOROOT"); root != "" {
+		return filepath.Join(root, "bin", "go")
+	}
+	return "/usr/local/go/bin/go"
+}
+
+// CrishimConfig is how a test run starts crishim.
+type CrishimConfig struct {
+	Binary              string
+	Dir                 string // config file and socket live here
+	ContainerdAddress   string
+	ContainerdNamespace string
+	Root, State         string
+	CNIConfDir          string
+	RegistryConfigDir   string
+	LogPath             string
+	ExtraArgs           []string
+}
+
+// Crishim is a running `crishim serve`.
+type Crishim struct {
+	cfg    CrishimConfig
+	Socket string
+
+	mu sync.Mutex
+	d  *daemon
+}
+
+// StartCrishim starts crishim and waits until it answers Version.
+func StartCrishim(cfg CrishimConfig) (*Crishim, error) {
+	// An empty config file of its own keeps a machine's
+	// /etc/crishim/config.toml out of the test run.
+	confPath := filepath.Join(cfg.Dir, "crishim.toml")
+	if err := os.WriteFile(confPath, nil, 0o644); err != nil {
+		return nil, err
+	}
+	c := &Crishim{cfg: cfg, Socket: filepath.Join(cfg.Dir, "crishim.sock")}
+	if err := c.start(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Args is the command line crishim runs with.
+func (c *Crishim) Args() []string {
+	args := []string{c.cfg.Binary, "serve",
+		"--config", filepath.Join(c.cfg.Dir, "crishim.toml"),
+		"--listen", "unix://" + c.Socket,
+		"--containerd-address", c.cfg.ContainerdAddress,
+		"--containerd-namespace", c.cfg.ContainerdNamespace,
+		"--root", c.cfg.Root,
+		"--state", c.cfg.State,
+		"--cni-conf-dir", c.cfg.CNIConfDir,
+		"--cni-bin-dir", CNIBinDir,
+		"--registry-config-dir", c.cfg.RegistryConfigDir,
+		"--log-level", "debug",
+	}
+	return append(args, c.cfg.ExtraArgs...)
+}
+
+func (c *Crishim) start() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	fmt.Fprintf(logFile(c.cfg.LogPath), "=== harness: starting %s\n", strings.Join(c.Args(), " "))
+	d, err := startDaemon("crishim", c.cfg.LogPath, c.Args()...)
+	if err != nil {
+		return err
+	}
+	c.d = d
+	conn, err := Dial(c.Socket)
+	if err != nil {
+		_ = d.stop(5 * time.Second)
+		return err
+	}
+	defer conn.Close()
+	rt := runtime.NewRuntimeServiceClient(conn)
+	err = poll(60*time.Second, 50*time.Millisecond, "crishim to answer Version on "+c.Socket, func() (bool, error) {
+		if err := d.exited(); err != nil {
+			return false, err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err := rt.Version(ctx, &runtime.VersionRequest{})
+		return err == nil, err
+	})
+	if err != nil {
+		_ = d.stop(5 * time.Second)
+		return fmt.Errorf("%w\ncrishim log tail:\n%s", err, Tail(c.cfg.LogPath, 40))
+	}
+	return nil
+}
+
+// Stop stops crishim with SIGTERM; it must exit within the grace period.
+func (c *Crishim) Stop() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.d == nil {
+		return nil
+	}
+	err := c.d.stop(20 * time.Second)
+	if err == nil && c.d.waitErr != nil {
+		err = fmt.Errorf("crishim exited with %v after SIGTERM", c.d.waitErr)
+	}
+	c.d = nil
+	return err
+}
+
+// Restart stops crishim and starts it again with the same arguments.
+func (c *Crishim) Restart() error {
+	if err := c.Stop(); err != nil {
+		return err
+	}
+	return c.start()
+}
+
+// Alive reports an error when crishim has exited behind the tests' back.
+func (c *Crishim) Alive() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.d == nil {
+		return errors.New("crishim is stopped")
+	}
+	return c.d.exited()
+}
+
+// LogPath is crishim's log file (all runs appended).
+func (c *Crishim) LogPath() string { return c.cfg.LogPath }
+
+// Dial connects to a CRI endpoint on a unix socket. The connection is lazy
+// and survives restarts of the server behind it.
+func Dial(socket string) (*grpc.ClientConn, error) {
+	return grpc.NewClient("unix://"+socket,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)))
+}
+
+type appendFile struct{ path string }
+
+func (a appendFile) Write(p []byte) (int, error) {
+	f, err := os.OpenFile(a.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	return f.Write(p)
+}
+
+func logFile(path string) appendFile { return appendFile{path} }

@@ -1,0 +1,322 @@
+//go:build linux
+
+// Package testenv is the machinery behind crishim's end-to-end tests: a
+// private containerd, a local registry holding images built from Debian's
+// busybox-static, a CNI network of its own, and crishim itself, all under
+// one temporary directory that is removed afterwards.
+package testenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/containerd/namespaces"
+	"github.com/containerd/containerd/snapshots"
+)
+
+// RegistryAlias is a made-up registry name that the hosts.toml directory
+// maps to the local registry, so tests pull the way a node pulls through
+// a mirror.
+const RegistryAlias = "registry.crishim.test"
+
+// Namespace is the containerd namespace crishim runs in during the tests.
+const Namespace = "crishim-it"
+
+// Env is one test run's environment.
+type Env struct {
+	Dir      string
+	RepoRoot string
+	LogDir   string
+
+	Containerd        *Containerd
+	Registry          *Registry
+	Network           *Network
+	RegistryConfigDir string
+	CrishimRoot       string
+	CrishimState      string
+
+	// Image references, all served by Registry.
+	BusyboxImage    string // busybox, Cmd ["sh"]
+	BusyboxID       string
+	StopSignalImage string // busybox with STOPSIGNAL SIGUSR1
+	PullTestImage   string // busybox with a label: same files, its own ID, safe to remove
+	PullTestID      string
+	PauseImage      string // the project's pause, by the registry's host:port (plain HTTP)
+	PauseImageID    string
+
+	race bool
+
+	crishimOnce sync.Once
+	crishim     *Crishim
+	crishimErr  error
+}
+
+// Setup builds everything but crishim (see Crishim): containerd, the
+// registry with the test images, the CNI and registry configuration.
+func Setup(repoRoot string, race bool) (_ *Env, retErr error) {
+	if err := os.MkdirAll("/var/tmp", 0o1777); err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("/var/tmp", "crishim-it-")
+	if err != nil {
+		return nil, err
+	}
+	e := &Env{Dir: dir, RepoRoot: repoRoot, LogDir: filepath.Join(dir, "logs"), race: race}
+	defer func() {
+		if retErr != nil {
+			if err := e.Teardown(true); err != nil {
+				retErr = fmt.Errorf("%w\n(teardown: %v)", retErr, err)
+			}
+			retErr = fmt.Errorf("%w\n(logs kept in %s)", retErr, e.LogDir)
+		}
+	}()
+	if err := os.MkdirAll(e.LogDir, 0o755); err != nil {
+		return nil, err
+	}
+	e.CrishimRoot = filepath.Join(dir, "crishim", "root")
+	e.CrishimState = filepath.Join(dir, "crishim", "state")
+
+	if e.Containerd, err = StartContainerd(filepath.Join(dir, "containerd"), filepath.Join(e.LogDir, "containerd.log")); err != nil {
+		return nil, err
+	}
+	if e.Registry, err = StartRegistry(filepath.Join(dir, "registry"), filepath.Join(e.LogDir, "registry.log")); err != nil {
+		return nil, err
+	}
+	if err := e.pushImages(); err != nil {
+		return nil, err
+	}
+	e.RegistryConfigDir = filepath.Join(dir, "certs.d")
+	if err := WriteRegistryHosts(e.RegistryConfigDir, e.Registry.Host, RegistryAlias); err != nil {
+		return nil, err
+	}
+	if e.Network, err = WriteNetwork(filepath.Join(dir, "cni")); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+func (e *Env) pushImages() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	push := func(repo, tag string, opts ImageOptions) (string, *Image, error) {
+		img, err := BusyboxImage(opts)
+		if err != nil {
+			return "", nil, err
+		}
+		if err := e.Registry.Push(ctx, repo, tag, img); err != nil {
+			return "", nil, err
+		}
+		return fmt.Sprintf("%s/%s:%s", RegistryAlias, repo, tag), img, nil
+	}
+	var img *Image
+	var err error
+	if e.BusyboxImage, img, err = push("busybox", "latest", ImageOptions{}); err != nil {
+		return err
+	}
+	e.BusyboxID = img.ID()
+	if e.StopSignalImage, _, err = push("busybox", "stopsignal", ImageOptions{StopSignal: "SIGUSR1"}); err != nil {
+		return err
+	}
+	if e.PullTestImage, img, err = push("pulltest/busybox", "v1", ImageOptions{Labels: map[string]string{"io.crishim.test": "pull"}}); err != nil {
+		return err
+	}
+	e.PullTestID = img.ID()
+	return nil
+}
+
+// Crishim builds and starts crishim on first use; every later call returns
+// the same daemon, or the same error.
+func (e *Env) Crishim() (*Crishim, error) {
+	e.crishimOnce.Do(func() {
+		e.crishim, e.crishimErr = e.startCrishim()
+	})
+	return e.crishim, e.crishimErr
+}
+
+func (e *Env) startCrishim() (*Crishim, error) {
+	bin := filepath.Join(e.Dir, "bin", "crishim")
+	if err := BuildCrishim(e.RepoRoot, bin, e.race); err != nil {
+		return nil, err
+	}
+	pause, err := PauseImage(filepath.Join(e.RepoRoot, PauseBinary))
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := e.Registry.Push(ctx, "crishim/pause", "it", pause); err != nil {
+		return nil, err
+	}
+	e.PauseImage, e.PauseImageID = e.Registry.Host+"/crishim/pause:it", pause.ID()
+
+	for _, d := range []string{e.CrishimRoot, e.CrishimState} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	return StartCrishim(CrishimConfig{
+		Binary:              bin,
+		Dir:                 filepath.Join(e.Dir, "crishim"),
+		ContainerdAddress:   e.Containerd.Address,
+		ContainerdNamespace: Namespace,
+		Root:                e.CrishimRoot,
+		State:               e.CrishimState,
+		CNIConfDir:          e.Network.ConfDir,
+		RegistryConfigDir:   e.RegistryConfigDir,
+		LogPath:             filepath.Join(e.LogDir, "crishim.log"),
+	})
+}
+
+// CrishimLog is the path of crishim's log.
+func (e *Env) CrishimLog() string { return filepath.Join(e.LogDir, "crishim.log") }
+
+// Leaks lists what pods and containers left behind in the machine: tasks,
+// containers and container snapshots in crishim's namespace, mounts under
+// the test directory (netns and shm bind mounts, rootfs), and the test
+// network's IP allocations, bridge ports (veths) and nat rules. Only
+// meaningful when no pod exists.
+func (e *Env) Leaks() ([]string, error) {
+	var leaks []string
+	client, err := e.Containerd.Client(Namespace)
+	if err != nil {
+		return nil, err
+	}
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), Namespace), 30*time.Second)
+	defer cancel()
+	ctrs, err := client.Containers(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	for _, c := range ctrs {
+		labels, _ := c.Labels(ctx)
+		leaks = append(leaks, fmt.Sprintf("containerd container %s (labels %v)", c.ID(), labels))
+	}
+	tasks, err := client.TaskService().List(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("list tasks: %w", err)
+	}
+	for _, t := range tasks.Tasks {
+		leaks = append(leaks, fmt.Sprintf("containerd task %s (pid %d)", t.ID, t.Pid))
+	}
+	// Committed snapshots are image layers and stay; active ones are
+	// container root filesystems.
+	sn := client.SnapshotService("overlayfs")
+	err = sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+		if info.Kind == snapshots.KindActive {
+			leaks = append(leaks, fmt.Sprintf("active snapshot %s", info.Name))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("walk snapshots: %w", err)
+	}
+	mounts, err := MountsUnder(e.Dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range mounts {
+		leaks = append(leaks, "mount "+m)
+	}
+	ips, err := e.Network.IPAllocations()
+	if err != nil {
+		return nil, err
+	}
+	for _, ip := range ips {
+		leaks = append(leaks, "host-local IP allocation "+ip)
+	}
+	ports, err := e.Network.BridgePorts()
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range ports {
+		leaks = append(leaks, "interface on the test bridge "+p)
+	}
+	rules, err := e.Network.NATRules()
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rules {
+		leaks = append(leaks, "nat rule "+r)
+	}
+	return leaks, nil
+}
+
+// Teardown stops everything and removes the test directory. With
+// keepLogs the log directory stays for a post-mortem.
+func (e *Env) Teardown(keepLogs bool) error {
+	var errs []error
+	if e.crishim != nil {
+		if err := e.crishim.Stop(); err != nil {
+			errs = append(errs, err)
+		}
+		if e.race {
+			if data, err := os.ReadFile(e.CrishimLog()); err == nil && strings.Contains(string(data), "WARNING: DATA RACE") {
+				errs = append(errs, fmt.Errorf("crishim's log reports a data race (see %s)", e.CrishimLog()))
+				keepLogs = true
+			}
+		}
+	}
+	if e.Containerd != nil {
+		if err := e.Containerd.Stop(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if e.Registry != nil {
+		if err := e.Registry.Stop(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if e.Network != nil {
+		if err := e.Network.Cleanup(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := unmountAll(e.Dir); err != nil {
+		errs = append(errs, err)
+	}
+	entries, err := os.ReadDir(e.Dir)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, ent := range entries {
+		if keepLogs && ent.Name() == "logs" {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(e.Dir, ent.Name())); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if !keepLogs {
+		if err := os.Remove(e.Dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// RequireBinaries reports the programs the suite needs and cannot find.
+func RequireBinaries() error {
+	var missing []string
+	for _, bin := range []string{"containerd", "containerd-shim-runc-v2", "runc", "iptables", "ip", "gcc"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			missing = append(missing, bin)
+		}
+	}
+	for _, path := range []string{"/usr/bin/docker-registry", BusyboxBinary, CNIBinDir + "/bridge", CNIBinDir + "/host-local", CNIBinDir + "/portmap"} {
+		if _, err := os.Stat(path); err != nil {
+			missing = append(missing, path)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("missing %s (install: apt-get install containerd runc containernetworking-plugins docker-registry busybox-static iptables iproute2 gcc libc6-dev; or run `make deps`)", strings.Join(missing, ", "))
+	}
+	return nil
+}

@@ -1,0 +1,156 @@
+package network
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// These tests run the real CNI plugins on this machine. They use their own
+// bridge and subnet (two bridges with one subnet break routing) and remove
+// both afterwards.
+const (
+	realBridge = "hlpsbn0"
+	realSubnet = "10.222.1.0/24"
+)
+
+// realCNI is a network manager over the machine's CNI plugins plus, in a
+// directory of its own, a plugin that fails every ADD.
+func realCNI(t *testing.T, withFailing bool) (*Manager, string) {
+	t.Helper()
+	if os.Getenv("CRISHIM_TEST_CONTAINERD") == "" || os.Geteuid() != 0 {
+		t.Skip("real-stack test: set CRISHIM_TEST_CONTAINERD and run as root")
+	}
+	name := fmt.Sprintf("hlpsb-net-%d", os.Getpid())
+	t.Cleanup(func() {
+		exec.Command("ip", "link", "del", realBridge).Run()
+		os.RemoveAll(filepath.Join("/var/lib/cni/networks", name))
+	})
+	extra := ""
+	if withFailing {
+		extra = `,{"type": "hlpsb-fail"}`
+	}
+	conf := fmt.Sprintf(`{"cniVersion": "1.0.0", "name": %q, "plugins": [
+	  {"type": "bridge", "bridge": %q, "isGateway": true,
+	   "ipam": {"type": "host-local", "ranges": [[{"subnet": %q}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+	  {"type": "portmap", "capabilities": {"portMappings": true}}%s]}`, name, realBridge, realSubnet, extra)
+	confDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(confDir, "10-test.conflist"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	failBin := t.TempDir()
+	script := `#!/bin/sh
+case "$CNI_COMMAND" in
+VERSION) echo '{"cniVersion":"1.0.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0"]}';;
+ADD) echo '{"cniVersion":"1.0.0","code":100,"msg":"hlpsb-fail refuses"}'; exit 1;;
+esac
+exit 0
+`
+	if err := os.WriteFile(filepath.Join(failBin, "hlpsb-fail"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(Config{ConfDir: confDir, BinDirs: []string{"/usr/lib/cni", "/opt/cni/bin", failBin}, NetNSDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Ready(); err != nil {
+		t.Fatalf("Ready: %v", err)
+	}
+	return m, filepath.Join("/var/lib/cni/networks", name)
+}
+
+// allocations lists the IPs host-local holds in dir.
+func allocations(t *testing.T, dir string) []string {
+	entries, err := os.ReadDir(dir)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var ips []string
+	for _, e := range entries {
+		if net.ParseIP(e.Name()) != nil {
+			ips = append(ips, e.Name())
+		}
+	}
+	return ips
+}
+
+func testPod() *runtime.PodSandboxConfig {
+	return &runtime.PodSandboxConfig{
+		Metadata:     &runtime.PodSandboxMetadata{Name: "p", Namespace: "ns", Uid: "u"},
+		PortMappings: []*runtime.PortMapping{{ContainerPort: 80, HostPort: 18089}},
+	}
+}
+
+func TestRealSetupTeardownSurvivesLostNetNS(t *testing.T) {
+	m, allocDir := realCNI(t, false)
+	ctx := context.Background()
+	id := "hlpsbnettest1"
+	path, err := m.CreateNetNS(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.RemoveNetNS(path) })
+	res, err := m.Setup(ctx, id, path, testPod())
+	if err != nil {
+		t.Fatalf("Setup: %v", err)
+	}
+	_, subnet, _ := net.ParseCIDR(realSubnet)
+	if !subnet.Contains(net.ParseIP(res.IP)) {
+		t.Fatalf("pod IP %q not in %s", res.IP, realSubnet)
+	}
+	if got := allocations(t, allocDir); len(got) != 1 || got[0] != res.IP {
+		t.Fatalf("allocations = %v, want [%s]", got, res.IP)
+	}
+	out, err := exec.Command("nsenter", "--net="+path, "ip", "-o", "addr", "show").CombinedOutput()
+	if err != nil {
+		t.Fatalf("inspect netns: %v: %s", err, out)
+	}
+	if !strings.Contains(string(out), "lo ") || !strings.Contains(string(out), "127.0.0.1") || !strings.Contains(string(out), res.IP) {
+		t.Errorf("netns addresses lack loopback or %s:\n%s", res.IP, out)
+	}
+
+	// The namespace vanishes (a reboot, a crash mid-teardown): DEL must
+	// still give the address back.
+	if err := m.RemoveNetNS(path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("netns %s still present: %v", path, err)
+	}
+	if err := m.Teardown(ctx, id, path, testPod()); err != nil {
+		t.Fatalf("Teardown without netns: %v", err)
+	}
+	if got := allocations(t, allocDir); len(got) != 0 {
+		t.Errorf("allocations after teardown = %v", got)
+	}
+	if err := m.Teardown(ctx, id, path, testPod()); err != nil {
+		t.Errorf("second Teardown: %v", err)
+	}
+	if err := m.RemoveNetNS(path); err != nil {
+		t.Errorf("second RemoveNetNS: %v", err)
+	}
+}
+
+func TestRealFailedAddLeavesNoAllocation(t *testing.T) {
+	m, allocDir := realCNI(t, true)
+	id := "hlpsbnettest2"
+	path, err := m.CreateNetNS(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.RemoveNetNS(path) })
+	_, err = m.Setup(context.Background(), id, path, testPod())
+	if err == nil || !strings.Contains(err.Error(), "hlpsb-fail refuses") {
+		t.Fatalf("Setup = %v, want the failing plugin's error", err)
+	}
+	if got := allocations(t, allocDir); len(got) != 0 {
+		t.Errorf("allocations after failed ADD = %v", got)
+	}
+}

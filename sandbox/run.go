@@ -1,0 +1,403 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/cio"
+	"github.com/containerd/containerd/errdefs"
+	runcoptions "github.com/containerd/containerd/runtime/v2/runc/options"
+	"github.com/sirupsen/logrus"
+	"google.golang.org/protobuf/proto"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crishim/crishim/image"
+	"github.com/crishim/crishim/network"
+	crishimpb "github.com/crishim/crishim/proto"
+)
+
+const runcV2 = "io.containerd.runc.v2"
+
+// undoStack collects the undo of every step Run completed, to run in
+// reverse order when a later step fails.
+type undoStack []undoStep
+
+type undoStep struct {
+	what string
+	fn   func(context.Context) error
+}
+
+func (u *undoStack) add(what string, fn func(context.Context) error) {
+	*u = append(*u, undoStep{what, fn})
+}
+
+func (u undoStack) run(ctx context.Context, log *logrus.Entry) {
+	for i := len(u) - 1; i >= 0; i-- {
+		if err := u[i].fn(ctx); err != nil {
+			log.WithError(err).Warnf("undo: %s", u[i].what)
+		}
+	}
+}
+
+// checkHandler accepts the runtime handlers crishim serves: the default
+// one, under its empty or its conventional name.
+func (m *Manager) checkHandler(handler string) error {
+	switch handler {
+	case "", "runc", m.cfg.Runtime:
+		return nil
+	}
+	return fmt.Errorf("runtime handler %q is not configured: %w", handler, errdefs.ErrInvalidArgument)
+}
+
+// Run creates and starts a pod sandbox and returns its ID.
+func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handler string) (string, error) {
+	if err := validate(cfg); err != nil {
+		return "", err
+	}
+	if err := m.checkHandler(handler); err != nil {
+		return "", err
+	}
+	if m.net == nil && !hostNetwork(cfg) {
+		return "", fmt.Errorf("no network manager for a pod network: %w", errdefs.ErrFailedPrecondition)
+	}
+	if m.images == nil {
+		return "", fmt.Errorf("no image service to provide the sandbox image: %w", errdefs.ErrFailedPrecondition)
+	}
+	ctx = m.withNS(ctx)
+	id, err := newID()
+	if err != nil {
+		return "", err
+	}
+	// The caller keeps its config; ours must not change under us.
+	cfg = proto.Clone(cfg).(*runtime.PodSandboxConfig)
+	key := nameKey(cfg.GetMetadata())
+	if err := m.reserve(key, id); err != nil {
+		return "", err
+	}
+	log := m.logger(id).WithField("name", key)
+	started := time.Now()
+
+	p := &pod{
+		id:        id,
+		name:      key,
+		cfg:       cfg,
+		handler:   handler,
+		dir:       m.podDir(id),
+		stateDir:  m.stateDir(id),
+		shmPath:   m.shmPathFor(id, cfg),
+		createdAt: started,
+	}
+	var undo undoStack
+	succeeded := false
+	defer func() {
+		if succeeded {
+			return
+		}
+		cctx, cancel := m.cleanupContext()
+		defer cancel()
+		undo.run(cctx, log)
+	}()
+	undo.add("release name", func(context.Context) error { m.release(key, id); return nil })
+
+	if err := m.preparePodFiles(p, &undo); err != nil {
+		return "", err
+	}
+
+	// CNI ADD is the slowest step; it runs while the pause container's
+	// snapshot and spec are prepared.
+	var waitNet func() (*network.Result, error)
+	if !hostNetwork(cfg) {
+		path, err := m.net.CreateNetNS(id)
+		if err != nil {
+			return "", err
+		}
+		p.netnsPath = path
+		undo.add("remove netns", func(context.Context) error { return m.net.RemoveNetNS(path) })
+		done := make(chan struct{})
+		var res *network.Result
+		var netErr error
+		go func() {
+			defer close(done)
+			res, netErr = m.net.Setup(ctx, id, path, cfg)
+		}()
+		waitNet = func() (*network.Result, error) { <-done; return res, netErr }
+		undo.add("tear down network", func(cctx context.Context) error {
+			if _, err := waitNet(); err != nil {
+				return nil // a failed Setup released what it had
+			}
+			return m.net.Teardown(cctx, id, path, cfg)
+		})
+	}
+
+	container, err := m.createPause(ctx, p, &undo)
+	if err != nil {
+		return "", err
+	}
+
+	if waitNet != nil {
+		res, err := waitNet()
+		if err != nil {
+			return "", err
+		}
+		p.ip, p.extraIPs = res.IP, res.AdditionalIPs
+		hostname, err := podHostname(cfg)
+		if err != nil {
+			return "", err
+		}
+		if err := writeHosts(p.dir, cfg, hostname, p.ip); err != nil {
+			return "", err
+		}
+		if err := updateRecord(ctx, container, func(r *crishimpb.SandboxRecord) {
+			r.Ip, r.AdditionalIps, r.NetworkReady = res.IP, res.AdditionalIPs, true
+		}); err != nil {
+			return "", fmt.Errorf("record network of pod %s: %w", id, err)
+		}
+	}
+
+	task, exitCh, cancelWait, err := m.startPause(ctx, container, &undo)
+	if err != nil {
+		return "", err
+	}
+
+	m.mu.Lock()
+	p.pid = task.Pid()
+	p.ready = true
+	m.pods[id] = p
+	m.mu.Unlock()
+	succeeded = true
+	go m.watch(p, container, exitCh, cancelWait)
+	log.WithFields(logrus.Fields{"ip": p.ip, "pid": p.pid, "took": time.Since(started)}).Info("pod sandbox running")
+	return id, nil
+}
+
+// preparePodFiles makes the pod's directories, its hostname, hosts and
+// resolv.conf, and its /dev/shm.
+func (m *Manager) preparePodFiles(p *pod, undo *undoStack) error {
+	hostname, err := podHostname(p.cfg)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(p.dir, 0o755); err != nil {
+		return fmt.Errorf("create sandbox dir: %w", err)
+	}
+	undo.add("remove sandbox dir", func(context.Context) error { return os.RemoveAll(p.dir) })
+	if err := writePodFiles(p.dir, p.cfg, hostname); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(p.stateDir, 0o700); err != nil {
+		return fmt.Errorf("create sandbox state dir: %w", err)
+	}
+	undo.add("remove sandbox state dir", func(context.Context) error { return os.RemoveAll(p.stateDir) })
+	if !hostIPC(p.cfg) {
+		if err := mountShm(p.shmPath); err != nil {
+			return err
+		}
+		undo.add("unmount shm", func(context.Context) error { return unmountShm(p.shmPath) })
+	}
+	return nil
+}
+
+// createPause creates the pause container with its snapshot.
+func (m *Manager) createPause(ctx context.Context, p *pod, undo *undoStack) (containerd.Container, error) {
+	local, err := m.images.EnsureSandboxImage(ctx, m.cfg.SandboxImage)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox image for pod %s: %w", p.id, err)
+	}
+	if local == nil || local.Image == nil {
+		return nil, fmt.Errorf("sandbox image for pod %s not available: %w", p.id, errdefs.ErrFailedPrecondition)
+	}
+	p.image = local.Image.Name()
+	snapshotter := m.cfg.Snapshotter
+	if snapshotter == "" {
+		snapshotter = containerd.DefaultSnapshotter
+	}
+	if err := ensureUnpacked(ctx, local.Image, snapshotter); err != nil {
+		return nil, err
+	}
+	img, err := processImageOf(ctx, local)
+	if err != nil {
+		return nil, err
+	}
+	hostname, err := podHostname(p.cfg)
+	if err != nil {
+		return nil, err
+	}
+	specOpts, err := pauseSpec{
+		ID:           p.id,
+		Config:       p.cfg,
+		Image:        img,
+		NetNSPath:    p.netnsPath,
+		Hostname:     hostname,
+		CgroupDriver: m.cfg.CgroupDriver,
+		OOMFloor:     m.oomFloor,
+	}.specOpts()
+	if err != nil {
+		return nil, err
+	}
+	rec, err := newRecord(p)
+	if err != nil {
+		return nil, err
+	}
+	var runtimeOpts interface{}
+	rt := m.cfg.Runtime
+	if rt == "" {
+		rt = runcV2
+	}
+	if rt == runcV2 {
+		runtimeOpts = &runcoptions.Options{SystemdCgroup: m.cfg.CgroupDriver == "systemd"}
+	}
+	container, err := m.client.NewContainer(ctx, p.id,
+		containerd.WithSnapshotter(snapshotter),
+		containerd.WithNewSnapshot(p.id, local.Image),
+		containerd.WithImageName(local.Image.Name()),
+		containerd.WithRuntime(rt, runtimeOpts),
+		containerd.WithContainerLabels(map[string]string{LabelKind: KindSandbox}),
+		containerd.WithContainerExtension(ExtensionRecord, rec),
+		containerd.WithNewSpec(specOpts...),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("create pause container for pod %s: %w", p.id, err)
+	}
+	undo.add("delete pause container", func(cctx context.Context) error {
+		if err := container.Delete(cctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+			return err
+		}
+		return nil
+	})
+	return container, nil
+}
+
+// startPause starts the pause task with no stdio and starts waiting for
+// its exit before it runs, so that no exit can be missed.
+func (m *Manager) startPause(ctx context.Context, c containerd.Container, undo *undoStack) (containerd.Task, <-chan containerd.ExitStatus, context.CancelFunc, error) {
+	task, err := c.NewTask(ctx, cio.NullIO)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("create pause task for pod %s: %w", c.ID(), err)
+	}
+	undo.add("delete pause task", func(cctx context.Context) error {
+		if _, err := task.Delete(cctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			return err
+		}
+		return nil
+	})
+	waitCtx, cancelWait := context.WithCancel(m.withNS(context.Background()))
+	exitCh, err := task.Wait(waitCtx)
+	if err != nil {
+		cancelWait()
+		return nil, nil, nil, fmt.Errorf("wait for pause task of pod %s: %w", c.ID(), err)
+	}
+	if err := task.Start(ctx); err != nil {
+		cancelWait()
+		return nil, nil, nil, fmt.Errorf("start pause container for pod %s: %w", c.ID(), err)
+	}
+	return task, exitCh, cancelWait, nil
+}
+
+func ensureUnpacked(ctx context.Context, img containerd.Image, snapshotter string) error {
+	ok, err := img.IsUnpacked(ctx, snapshotter)
+	if err != nil {
+		return fmt.Errorf("check sandbox image %s unpacked: %w", img.Name(), err)
+	}
+	if ok {
+		return nil
+	}
+	if err := img.Unpack(ctx, snapshotter); err != nil {
+		return fmt.Errorf("unpack sandbox image %s: %w", img.Name(), err)
+	}
+	return nil
+}
+
+// processImageOf takes the pause process from the image service's view of
+// the image config, or reads the config itself when that view is empty.
+func processImageOf(ctx context.Context, local *image.Local) (processImage, error) {
+	c := local.Config
+	if len(c.Entrypoint)+len(c.Cmd) == 0 {
+		spec, err := local.Image.Spec(ctx)
+		if err != nil {
+			return processImage{}, fmt.Errorf("read config of sandbox image %s: %w", local.Image.Name(), err)
+		}
+		return processImage{
+			Args: append(append([]string(nil), spec.Config.Entrypoint...), spec.Config.Cmd...),
+			Env:  spec.Config.Env,
+			Cwd:  spec.Config.WorkingDir,
+			User: spec.Config.User,
+		}, nil
+	}
+	return processImage{
+		Args: append(append([]string(nil), c.Entrypoint...), c.Cmd...),
+		Env:  c.Env,
+		Cwd:  c.WorkingDir,
+		User: c.User,
+	}, nil
+}
+
+// watch follows the pause task until it exits, then marks the pod not
+// ready and deletes the task. A lost containerd connection is not an exit:
+// the wait is re-established once containerd answers again.
+func (m *Manager) watch(p *pod, c containerd.Container, exitCh <-chan containerd.ExitStatus, cancel context.CancelFunc) {
+	log := m.logger(p.id)
+	backoff := 100 * time.Millisecond
+	for {
+		st, open := <-exitCh
+		cancel()
+		if open && st.Error() == nil {
+			log.WithField("exit_code", st.ExitCode()).Info("pause container exited")
+			break
+		}
+		waitErr := st.Error()
+		if !open {
+			waitErr = errors.New("wait channel closed")
+		}
+		log.WithError(waitErr).Warn("lost the pause task's wait; waiting again")
+		exitCh, cancel = m.rewait(c, &backoff)
+		if exitCh == nil {
+			break
+		}
+	}
+	m.mu.Lock()
+	p.ready = false
+	stopping := p.stopping
+	m.mu.Unlock()
+	if stopping {
+		return
+	}
+	ctx, cancelCleanup := m.cleanupContext()
+	defer cancelCleanup()
+	if t, err := c.Task(ctx, nil); err == nil {
+		if _, err := t.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
+			log.WithError(err).Warn("delete exited pause task")
+		}
+	}
+}
+
+// rewait retries waiting for the pause task with a growing backoff; a nil
+// channel means the task is gone.
+func (m *Manager) rewait(c containerd.Container, backoff *time.Duration) (<-chan containerd.ExitStatus, context.CancelFunc) {
+	for {
+		time.Sleep(*backoff)
+		if *backoff < 10*time.Second {
+			*backoff *= 2
+		}
+		ctx, cancel := context.WithCancel(m.withNS(context.Background()))
+		t, err := c.Task(ctx, nil)
+		if errdefs.IsNotFound(err) {
+			cancel()
+			return nil, nil
+		}
+		if err == nil {
+			ch, werr := t.Wait(ctx)
+			if werr == nil {
+				return ch, cancel
+			}
+			if errdefs.IsNotFound(werr) {
+				cancel()
+				return nil, nil
+			}
+		}
+		cancel()
+	}
+}

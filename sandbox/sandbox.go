@@ -1,0 +1,353 @@
+// Package sandbox runs pod sandboxes: one pause container per pod that owns
+// the pod's network, IPC and UTS namespaces (PID too when the pod shares it).
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/namespaces"
+	"github.com/sirupsen/logrus"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crishim/crishim/image"
+	"github.com/crishim/crishim/network"
+)
+
+// Config is what the sandbox manager needs from crishim's configuration.
+type Config struct {
+	Root         string // per-pod persistent files under Root/sandboxes/<id>
+	State        string // per-pod volatile files (shm mounts) under State/sandboxes/<id>
+	SandboxImage string // "" selects the embedded pause image
+	CgroupDriver string // cgroupfs or systemd
+	Snapshotter  string
+	Runtime      string // containerd shim, e.g. io.containerd.runc.v2
+}
+
+// Sandbox is the view of a pod sandbox that container creation needs. Get
+// returns a copy; changing it changes nothing in the manager.
+type Sandbox struct {
+	ID string
+	// Name is the pod's unique key, name_namespace_uid_attempt.
+	Name   string
+	Config *runtime.PodSandboxConfig
+	// RuntimeHandler is the CRI runtime handler the pod was created with.
+	RuntimeHandler string
+	// NetNSPath is empty for host-network pods.
+	NetNSPath string
+	// PausePID is the pause process's host PID, for joining its namespaces.
+	PausePID uint32
+	// Dir holds hostname, hosts and resolv.conf. ShmPath is the host
+	// directory to bind-mount as the pod's /dev/shm: a per-pod tmpfs, or
+	// the host's /dev/shm for host IPC pods.
+	Dir     string
+	ShmPath string
+	// Ready is false once the sandbox is stopped or its pause exited.
+	Ready bool
+	// IP and AdditionalIPs are the pod's addresses (empty for host network).
+	IP            string
+	AdditionalIPs []string
+	CreatedAt     time.Time
+}
+
+// HostnamePath, HostsPath and ResolvPath are the files app containers bind-mount.
+func (s *Sandbox) HostnamePath() string { return s.Dir + "/hostname" }
+func (s *Sandbox) HostsPath() string    { return s.Dir + "/hosts" }
+func (s *Sandbox) ResolvPath() string   { return s.Dir + "/resolv.conf" }
+
+// sandboxImages is what the manager needs from the image service; tests
+// substitute their own.
+type sandboxImages interface {
+	EnsureSandboxImage(ctx context.Context, ref string) (*image.Local, error)
+}
+
+// Manager owns every pod sandbox in crishim's containerd namespace.
+type Manager struct {
+	client *containerd.Client
+	images sandboxImages
+	net    *network.Manager
+	cfg    Config
+	// ns is the containerd namespace, for contexts made from scratch.
+	ns       string
+	oomFloor int
+
+	mu sync.RWMutex
+	// pods holds the sandboxes Run completed or Recover found.
+	pods map[string]*pod
+	// names maps a pod's name key to its ID, from the moment Run reserves
+	// it until Remove releases it.
+	names map[string]string
+}
+
+// pod is the manager's record of one sandbox. Fields above mu-guarded ones
+// never change after the pod is published.
+type pod struct {
+	id        string
+	name      string
+	cfg       *runtime.PodSandboxConfig
+	handler   string
+	netnsPath string
+	dir       string
+	stateDir  string
+	shmPath   string
+	image     string
+	createdAt time.Time
+
+	// op serialises Stop and Remove of this pod.
+	op sync.Mutex
+
+	// Guarded by Manager.mu.
+	ip       string
+	extraIPs []string
+	ready    bool
+	pid      uint32
+	stopped  bool
+	removed  bool
+	// stopping tells the exit watcher that Stop deletes the task.
+	stopping bool
+}
+
+// New returns a sandbox manager; Recover must run before it serves requests.
+func New(client *containerd.Client, images *image.Service, net *network.Manager, cfg Config) *Manager {
+	m := &Manager{
+		client:   client,
+		net:      net,
+		cfg:      cfg,
+		oomFloor: ownOOMScoreAdj(),
+		pods:     map[string]*pod{},
+		names:    map[string]string{},
+	}
+	if images != nil {
+		m.images = images
+	}
+	if client != nil {
+		m.ns = client.DefaultNamespace()
+	}
+	return m
+}
+
+// withNS makes sure ctx names crishim's containerd namespace: spec
+// generation reads it from the context, not from the client.
+func (m *Manager) withNS(ctx context.Context) context.Context {
+	if _, ok := namespaces.Namespace(ctx); ok || m.ns == "" {
+		return ctx
+	}
+	return namespaces.WithNamespace(ctx, m.ns)
+}
+
+// cleanupContext is for undo and teardown work that must finish even when
+// the request that started it was cancelled.
+func (m *Manager) cleanupContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(m.withNS(context.Background()), 2*time.Minute)
+}
+
+func (m *Manager) podDir(id string) string   { return filepath.Join(m.cfg.Root, "sandboxes", id) }
+func (m *Manager) stateDir(id string) string { return filepath.Join(m.cfg.State, "sandboxes", id) }
+
+// shmPathFor is where the pod's /dev/shm lives on the host.
+func (m *Manager) shmPathFor(id string, cfg *runtime.PodSandboxConfig) string {
+	if hostIPC(cfg) {
+		return "/dev/shm"
+	}
+	return filepath.Join(m.stateDir(id), "shm")
+}
+
+// reserve claims a pod name key for id, so that of two concurrent Runs of
+// the same pod exactly one proceeds.
+func (m *Manager) reserve(key, id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if other, ok := m.names[key]; ok {
+		return fmt.Errorf("pod sandbox name %q is reserved for sandbox %s: %w", key, other, errdefs.ErrAlreadyExists)
+	}
+	m.names[key] = id
+	return nil
+}
+
+func (m *Manager) release(key, id string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.names[key] == id {
+		delete(m.names, key)
+	}
+}
+
+// lookup resolves an ID or unique ID prefix to a published pod.
+func (m *Manager) lookup(id string) (*pod, error) {
+	if id == "" {
+		return nil, fmt.Errorf("sandbox id is required: %w", errdefs.ErrInvalidArgument)
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if p, ok := m.pods[id]; ok {
+		return p, nil
+	}
+	var found *pod
+	for pid, p := range m.pods {
+		if strings.HasPrefix(pid, id) {
+			if found != nil {
+				return nil, fmt.Errorf("sandbox id prefix %q is ambiguous: %w", id, errdefs.ErrInvalidArgument)
+			}
+			found = p
+		}
+	}
+	if found == nil {
+		return nil, fmt.Errorf("sandbox %s: %w", id, errdefs.ErrNotFound)
+	}
+	return found, nil
+}
+
+// Get resolves a sandbox by ID or unique ID prefix; errdefs.ErrNotFound when absent.
+func (m *Manager) Get(id string) (*Sandbox, error) {
+	p, err := m.lookup(id)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return &Sandbox{
+		ID:             p.id,
+		Name:           p.name,
+		Config:         proto.Clone(p.cfg).(*runtime.PodSandboxConfig),
+		RuntimeHandler: p.handler,
+		NetNSPath:      p.netnsPath,
+		PausePID:       p.pid,
+		Dir:            p.dir,
+		ShmPath:        p.shmPath,
+		Ready:          p.ready,
+		IP:             p.ip,
+		AdditionalIPs:  append([]string(nil), p.extraIPs...),
+		CreatedAt:      p.createdAt,
+	}, nil
+}
+
+func (p *pod) state() runtime.PodSandboxState {
+	if p.ready {
+		return runtime.PodSandboxState_SANDBOX_READY
+	}
+	return runtime.PodSandboxState_SANDBOX_NOTREADY
+}
+
+// Status reports a sandbox; info is filled when verbose.
+func (m *Manager) Status(ctx context.Context, id string, verbose bool) (*runtime.PodSandboxStatus, map[string]string, error) {
+	p, err := m.lookup(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	st := &runtime.PodSandboxStatus{
+		Id:             p.id,
+		Metadata:       proto.Clone(p.cfg.GetMetadata()).(*runtime.PodSandboxMetadata),
+		State:          p.state(),
+		CreatedAt:      p.createdAt.UnixNano(),
+		Labels:         copyMap(p.cfg.GetLabels()),
+		Annotations:    copyMap(p.cfg.GetAnnotations()),
+		RuntimeHandler: p.handler,
+		Network:        &runtime.PodSandboxNetworkStatus{},
+		Linux: &runtime.LinuxPodSandboxStatus{
+			Namespaces: &runtime.Namespace{Options: &runtime.NamespaceOption{}},
+		},
+	}
+	// The kubelet reads the IP only from a ready pod; a stopped one has
+	// given its address back.
+	if p.ready || !p.stopped {
+		st.Network.Ip = p.ip
+		for _, ip := range p.extraIPs {
+			st.Network.AdditionalIps = append(st.Network.AdditionalIps, &runtime.PodIP{Ip: ip})
+		}
+	}
+	if o := namespaceOptions(p.cfg); o != nil {
+		st.Linux.Namespaces.Options = proto.Clone(o).(*runtime.NamespaceOption)
+	}
+	if !verbose {
+		return st, nil, nil
+	}
+	info, err := m.verboseInfo(p)
+	if err != nil {
+		return nil, nil, err
+	}
+	return st, map[string]string{"info": info}, nil
+}
+
+// verboseInfo is the debugging detail crictl inspectp shows. Callers hold m.mu.
+func (m *Manager) verboseInfo(p *pod) (string, error) {
+	cfgJSON, err := protojson.Marshal(p.cfg)
+	if err != nil {
+		return "", fmt.Errorf("encode config of sandbox %s: %w", p.id, err)
+	}
+	info := struct {
+		PID            uint32          `json:"pid"`
+		NetNSPath      string          `json:"netNamespacePath,omitempty"`
+		Image          string          `json:"image"`
+		RuntimeHandler string          `json:"runtimeHandler"`
+		RuntimeType    string          `json:"runtimeType"`
+		Dir            string          `json:"sandboxDir"`
+		ShmPath        string          `json:"shmPath"`
+		Stopped        bool            `json:"stopped"`
+		Config         json.RawMessage `json:"config"`
+	}{
+		PID:            p.pid,
+		NetNSPath:      p.netnsPath,
+		Image:          p.image,
+		RuntimeHandler: p.handler,
+		RuntimeType:    m.cfg.Runtime,
+		Dir:            p.dir,
+		ShmPath:        p.shmPath,
+		Stopped:        p.stopped,
+		Config:         cfgJSON,
+	}
+	data, err := json.Marshal(info)
+	if err != nil {
+		return "", fmt.Errorf("encode info of sandbox %s: %w", p.id, err)
+	}
+	return string(data), nil
+}
+
+// List returns the sandboxes matching filter (nil: all).
+func (m *Manager) List(ctx context.Context, filter *runtime.PodSandboxFilter) ([]*runtime.PodSandbox, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var out []*runtime.PodSandbox
+	for _, p := range m.pods {
+		s := &runtime.PodSandbox{
+			Id:             p.id,
+			Metadata:       proto.Clone(p.cfg.GetMetadata()).(*runtime.PodSandboxMetadata),
+			State:          p.state(),
+			CreatedAt:      p.createdAt.UnixNano(),
+			Labels:         copyMap(p.cfg.GetLabels()),
+			Annotations:    copyMap(p.cfg.GetAnnotations()),
+			RuntimeHandler: p.handler,
+		}
+		if matches(filter, s) {
+			out = append(out, s)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt < out[j].CreatedAt })
+	return out, nil
+}
+
+func copyMap(in map[string]string) map[string]string {
+	if in == nil {
+		return nil
+	}
+	out := make(map[string]string, len(in))
+	for k, v := range in {
+		out[k] = v
+	}
+	return out
+}
+
+func (m *Manager) logger(id string) *logrus.Entry {
+	return logrus.WithField("pod", id)
+}

@@ -1,0 +1,148 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/errdefs"
+
+	crishimpb "github.com/crishim/crishim/proto"
+)
+
+// Stop stops the pause container and tears down the network. The caller
+// stops the pod's containers first. Absent is not an error.
+func (m *Manager) Stop(ctx context.Context, id string) error {
+	p, err := m.lookup(id)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	ctx = m.withNS(ctx)
+	p.op.Lock()
+	defer p.op.Unlock()
+	return m.stopLocked(ctx, p)
+}
+
+// stopLocked does Stop's work with p.op held. Each step is idempotent, so
+// a Stop that failed halfway is completed by the next one.
+func (m *Manager) stopLocked(ctx context.Context, p *pod) error {
+	m.mu.RLock()
+	removed, stopped := p.removed, p.stopped
+	m.mu.RUnlock()
+	if removed {
+		return nil
+	}
+	log := m.logger(p.id)
+	m.mu.Lock()
+	p.stopping = true
+	m.mu.Unlock()
+
+	c, err := m.client.LoadContainer(ctx, p.id)
+	if err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("load pause container of pod %s: %w", p.id, err)
+	}
+	if err == nil {
+		if err := killPause(ctx, c); err != nil {
+			return fmt.Errorf("stop pause container of pod %s: %w", p.id, err)
+		}
+	} else {
+		c = nil
+	}
+	m.mu.Lock()
+	p.ready = false
+	m.mu.Unlock()
+
+	if !stopped && p.netnsPath != "" {
+		if err := m.net.Teardown(ctx, p.id, p.netnsPath, p.cfg); err != nil {
+			return fmt.Errorf("stop pod %s: %w", p.id, err)
+		}
+		if err := m.net.RemoveNetNS(p.netnsPath); err != nil {
+			return fmt.Errorf("stop pod %s: %w", p.id, err)
+		}
+	}
+	if !hostIPC(p.cfg) {
+		if err := unmountShm(p.shmPath); err != nil {
+			return fmt.Errorf("stop pod %s: %w", p.id, err)
+		}
+	}
+	if c != nil && !stopped {
+		err := updateRecord(ctx, c, func(r *crishimpb.SandboxRecord) {
+			r.Stopped, r.NetworkReady = true, false
+		})
+		if err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("record stop of pod %s: %w", p.id, err)
+		}
+	}
+	m.mu.Lock()
+	p.stopped = true
+	m.mu.Unlock()
+	if !stopped {
+		log.Info("pod sandbox stopped")
+	}
+	return nil
+}
+
+// killPause kills the pause task and deletes it; containerd's CRI gives
+// the pause no grace period either, it holds no state worth a SIGTERM.
+func killPause(ctx context.Context, c containerd.Container) error {
+	t, err := c.Task(ctx, nil)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := t.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+		return err
+	}
+	return nil
+}
+
+// Remove deletes a stopped-or-not sandbox and everything it owns; absent is not an error.
+func (m *Manager) Remove(ctx context.Context, id string) error {
+	p, err := m.lookup(id)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	ctx = m.withNS(ctx)
+	p.op.Lock()
+	defer p.op.Unlock()
+	if err := m.stopLocked(ctx, p); err != nil {
+		return err
+	}
+	m.mu.RLock()
+	removed := p.removed
+	m.mu.RUnlock()
+	if removed {
+		return nil
+	}
+	c, err := m.client.LoadContainer(ctx, p.id)
+	if err == nil {
+		err = c.Delete(ctx, containerd.WithSnapshotCleanup)
+	}
+	if err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("delete pause container of pod %s: %w", p.id, err)
+	}
+	for _, dir := range []string{p.dir, p.stateDir} {
+		if err := os.RemoveAll(dir); err != nil {
+			return fmt.Errorf("remove pod %s: %w", p.id, err)
+		}
+	}
+	m.mu.Lock()
+	p.removed = true
+	delete(m.pods, p.id)
+	if m.names[p.name] == p.id {
+		delete(m.names, p.name)
+	}
+	m.mu.Unlock()
+	m.logger(p.id).Info("pod sandbox removed")
+	return nil
+}

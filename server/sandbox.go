@@ -1,0 +1,72 @@
+package server
+
+import (
+	"context"
+
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// RunPodSandbox creates and starts a pod's pause container and network.
+func (s *Server) RunPodSandbox(ctx context.Context, req *runtime.RunPodSandboxRequest) (*runtime.RunPodSandboxResponse, error) {
+	if req.GetConfig() == nil {
+		return nil, invalid("pod sandbox config is required")
+	}
+	id, err := s.sandboxes.Run(ctx, req.GetConfig(), req.GetRuntimeHandler())
+	if err != nil {
+		return nil, err
+	}
+	return &runtime.RunPodSandboxResponse{PodSandboxId: id}, nil
+}
+
+// StopPodSandbox stops the pod's containers, then its pause container and
+// network. Stopping an absent pod succeeds, as the CRI requires.
+func (s *Server) StopPodSandbox(ctx context.Context, req *runtime.StopPodSandboxRequest) (*runtime.StopPodSandboxResponse, error) {
+	id := req.GetPodSandboxId()
+	if id == "" {
+		return nil, invalid("pod sandbox id is required")
+	}
+	if err := s.containers.StopPod(ctx, id); err != nil {
+		return nil, err
+	}
+	if err := s.sandboxes.Stop(ctx, id); err != nil {
+		return nil, err
+	}
+	return &runtime.StopPodSandboxResponse{}, nil
+}
+
+// RemovePodSandbox removes the pod's containers and then the pod itself.
+func (s *Server) RemovePodSandbox(ctx context.Context, req *runtime.RemovePodSandboxRequest) (*runtime.RemovePodSandboxResponse, error) {
+	id := req.GetPodSandboxId()
+	if id == "" {
+		return nil, invalid("pod sandbox id is required")
+	}
+	if err := s.containers.RemovePod(ctx, id); err != nil {
+		return nil, err
+	}
+	if err := s.sandboxes.Remove(ctx, id); err != nil {
+		return nil, err
+	}
+	return &runtime.RemovePodSandboxResponse{}, nil
+}
+
+// PodSandboxStatus reports one pod.
+func (s *Server) PodSandboxStatus(ctx context.Context, req *runtime.PodSandboxStatusRequest) (*runtime.PodSandboxStatusResponse, error) {
+	id := req.GetPodSandboxId()
+	if id == "" {
+		return nil, invalid("pod sandbox id is required")
+	}
+	st, info, err := s.sandboxes.Status(ctx, id, req.GetVerbose())
+	if err != nil {
+		return nil, err
+	}
+	return &runtime.PodSandboxStatusResponse{Status: st, Info: info}, nil
+}
+
+// ListPodSandbox lists pods matching the filter.
+func (s *Server) ListPodSandbox(ctx context.Context, req *runtime.ListPodSandboxRequest) (*runtime.ListPodSandboxResponse, error) {
+	items, err := s.sandboxes.List(ctx, req.GetFilter())
+	if err != nil {
+		return nil, err
+	}
+	return &runtime.ListPodSandboxResponse{Items: items}, nil
+}

@@ -1,0 +1,194 @@
+// Package server wires crishim's CRI gRPC services to its domain packages:
+// it validates requests, calls sandbox, container and image, and maps their
+// errors to gRPC status codes in one place (errors.go).
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/containerd/containerd"
+	"github.com/sirupsen/logrus"
+	"google.golang.org/grpc"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crishim/crishim/config"
+	"github.com/crishim/crishim/container"
+	"github.com/crishim/crishim/image"
+	"github.com/crishim/crishim/network"
+	"github.com/crishim/crishim/sandbox"
+)
+
+// Server is crishim's CRI runtime service; its image service is imageService.
+type Server struct {
+	runtime.UnimplementedRuntimeServiceServer
+
+	cfg        config.Config
+	client     *containerd.Client
+	images     *image.Service
+	net        *network.Manager
+	sandboxes  *sandbox.Manager
+	containers *container.Manager
+	grpc       *grpc.Server
+}
+
+// connectTimeout bounds how long startup waits for containerd to answer.
+const connectTimeout = 60 * time.Second
+
+// New connects to containerd, builds the domain managers and recovers the
+// state of pods and containers that outlived a previous crishim.
+func New(ctx context.Context, cfg config.Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	client, err := connect(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, client: client}
+	if err := s.build(ctx); err != nil {
+		client.Close()
+		return nil, err
+	}
+	s.grpc = grpc.NewServer(
+		grpc.ChainUnaryInterceptor(unaryInterceptor),
+		grpc.ChainStreamInterceptor(streamInterceptor),
+	)
+	runtime.RegisterRuntimeServiceServer(s.grpc, s)
+	runtime.RegisterImageServiceServer(s.grpc, &imageService{s: s})
+	return s, nil
+}
+
+// connect waits for containerd: a node runtime started alongside containerd
+// must not fail just because containerd came up a second later.
+func connect(ctx context.Context, cfg config.Config) (*containerd.Client, error) {
+	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	var lastErr error
+	for {
+		client, err := containerd.New(cfg.ContainerdAddress,
+			containerd.WithDefaultNamespace(cfg.ContainerdNamespace),
+			containerd.WithTimeout(5*time.Second))
+		if err == nil {
+			serving, serr := client.IsServing(ctx)
+			if serr == nil && serving {
+				return client, nil
+			}
+			client.Close()
+			err = serr
+		}
+		lastErr = err
+		logrus.WithError(err).WithField("address", cfg.ContainerdAddress).Warn("containerd not answering yet")
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("connect to containerd at %s: %w", cfg.ContainerdAddress, lastErr)
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (s *Server) build(ctx context.Context) error {
+	cfg := s.cfg
+	driver := cfg.EffectiveCgroupDriver()
+	for _, dir := range []string{cfg.Root, cfg.State} {
+		if err := os.MkdirAll(dir, 0o711); err != nil {
+			return fmt.Errorf("create %s: %w", dir, err)
+		}
+	}
+	s.images = image.New(s.client, image.Config{
+		RegistryConfigDir: cfg.RegistryConfigDir,
+		Snapshotter:       cfg.Snapshotter,
+		Root:              cfg.Root,
+	})
+	nm, err := network.New(network.Config{
+		ConfDir:  cfg.CNIConfDir,
+		BinDirs:  cfg.CNIBinDirs(),
+		NetNSDir: filepath.Join(cfg.State, "netns"),
+	})
+	if err != nil {
+		return fmt.Errorf("set up pod networking: %w", err)
+	}
+	s.net = nm
+	s.sandboxes = sandbox.New(s.client, s.images, s.net, sandbox.Config{
+		Root:         cfg.Root,
+		State:        cfg.State,
+		SandboxImage: cfg.SandboxImage,
+		CgroupDriver: driver,
+		Snapshotter:  cfg.Snapshotter,
+		Runtime:      cfg.Runtime,
+	})
+	s.containers = container.New(s.client, s.images, s.sandboxes, container.Config{
+		Root:         cfg.Root,
+		State:        cfg.State,
+		CgroupDriver: driver,
+		Snapshotter:  cfg.Snapshotter,
+		Runtime:      cfg.Runtime,
+	})
+	// Sandboxes first: containers resolve their pod while recovering.
+	if err := s.sandboxes.Recover(ctx); err != nil {
+		return fmt.Errorf("recover pod sandboxes: %w", err)
+	}
+	if err := s.containers.Recover(ctx); err != nil {
+		return fmt.Errorf("recover containers: %w", err)
+	}
+	return nil
+}
+
+// Serve listens on the configured unix socket and serves until ctx is done,
+// then stops gracefully. Pods keep running: they belong to containerd.
+func (s *Server) Serve(ctx context.Context) error {
+	l, err := Listen(s.cfg.SocketPath())
+	if err != nil {
+		return err
+	}
+	return s.ServeListener(ctx, l)
+}
+
+// ServeListener serves on l (for socket activation and tests).
+func (s *Server) ServeListener(ctx context.Context, l net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.grpc.Serve(l) }()
+	logrus.WithField("address", l.Addr().String()).Info("serving CRI")
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve CRI on %s: %w", l.Addr(), err)
+	case <-ctx.Done():
+	}
+	stopped := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		// Streams such as GetContainerEvents never end on their own.
+		s.grpc.Stop()
+	}
+	return nil
+}
+
+// Close releases the containerd connection.
+func (s *Server) Close() error { return s.client.Close() }
+
+// Listen creates the CRI unix socket, replacing a stale one, readable and
+// writable by root and its group only.
+func Listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
+		return nil, fmt.Errorf("create socket directory for %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("set mode of %s: %w", path, err)
+	}
+	return l, nil
+}
