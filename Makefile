@@ -12,7 +12,7 @@ TEST_TIMEOUT  ?= 15m
 TOTAL_TIMEOUT ?= 25m
 PROTOC_GEN_GO := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 
-.PHONY: all build pause deps run test unit integration lint proto fuzz clean
+.PHONY: all build pause deps run test unit integration lint proto fuzz clean deb
 
 all: build
 
@@ -30,8 +30,9 @@ build: $(PAUSE)
 deps:
 	hack/install-deps.sh
 
-# A private containerd when none answers at the configured address, then crishim
-# in the foreground. RUN_ARGS go to `crishim serve`, e.g. RUN_ARGS="--log-level debug".
+# A private containerd when none answers at the configured address, then the
+# preflight (`crishim check`), then crishim in the foreground. RUN_ARGS go to
+# `crishim check` and `crishim serve`, e.g. RUN_ARGS="--log-level debug".
 RUN_ARGS ?=
 run: deps build
 	hack/run.sh $(RUN_ARGS)
@@ -41,6 +42,11 @@ run: deps build
 test: deps build
 	$(GO) vet ./...
 	timeout --foreground --kill-after=30s $(TOTAL_TIMEOUT) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# The Debian package (dpkg-deb only) in bin/: binary, systemd units, default
+# config, kubelet notes. The integration suite installs and removes it (deb_test.go).
+deb: build
+	hack/build-deb.sh $(BIN) bin $(VERSION)
 
 unit: $(PAUSE)
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration)

@@ -5,8 +5,10 @@ package config
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/pelletier/go-toml"
@@ -51,6 +53,10 @@ type Config struct {
 	// StreamAddress and StreamPort are where exec/attach/port-forward are served.
 	StreamAddress string `toml:"stream-address" comment:"address of the streaming server (exec, attach, port-forward)"`
 	StreamPort    int    `toml:"stream-port" comment:"port of the streaming server; 0: a free port"`
+	// MetricsAddress serves Prometheus metrics over HTTP; empty is off.
+	MetricsAddress string `toml:"metrics-address" comment:"Prometheus /metrics listen address (host:port, or :port for 127.0.0.1); empty: off"`
+	// DebugAddress serves net/http/pprof; empty is off.
+	DebugAddress string `toml:"debug-address" comment:"net/http/pprof listen address (host:port, or :port for 127.0.0.1); empty: off"`
 }
 
 // Default returns the configuration crishim runs with when nothing overrides it.
@@ -118,7 +124,35 @@ func (c Config) Validate() error {
 	if c.StreamPort < 0 || c.StreamPort > 65535 {
 		return fmt.Errorf("stream-port %d out of range", c.StreamPort)
 	}
+	for name, addr := range map[string]string{"metrics-address": c.MetricsAddress, "debug-address": c.DebugAddress} {
+		if _, err := HTTPAddress(addr); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
 	return nil
+}
+
+// HTTPAddress resolves a metrics or debug listen address. An address
+// without a host binds loopback only: pprof and metrics leak details of the
+// node's pods and must be exposed beyond it deliberately. Empty stays empty (off).
+func HTTPAddress(addr string) (string, error) {
+	if addr == "" {
+		return "", nil
+	}
+	if !strings.Contains(addr, ":") {
+		addr = ":" + addr
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("address %q: %w", addr, err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return "", fmt.Errorf("address %q: bad port %q", addr, port)
+	}
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port), nil
 }
 
 // SocketPath is the filesystem path of the Listen endpoint.

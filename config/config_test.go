@@ -79,3 +79,30 @@ func TestCNIBinDirs(t *testing.T) {
 		t.Fatalf("CNIBinDirs = %v", got)
 	}
 }
+
+func TestHTTPAddress(t *testing.T) {
+	cases := map[string]string{
+		"":               "",
+		":9090":          "127.0.0.1:9090",
+		"9090":           "127.0.0.1:9090",
+		"0.0.0.0:9090":   "0.0.0.0:9090",
+		"[::1]:10":       "[::1]:10",
+		"localhost:8080": "localhost:8080",
+	}
+	for in, want := range cases {
+		got, err := HTTPAddress(in)
+		if err != nil || got != want {
+			t.Errorf("HTTPAddress(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"host:port", ":70000", "a:b:c"} {
+		if _, err := HTTPAddress(bad); err == nil {
+			t.Errorf("HTTPAddress(%q): want error", bad)
+		}
+	}
+	cfg := Default()
+	cfg.MetricsAddress = ":x"
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "metrics-address") {
+		t.Errorf("Validate with bad metrics-address = %v", err)
+	}
+}

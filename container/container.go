@@ -19,9 +19,9 @@ import (
 	"github.com/containerd/containerd"
 	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/cio"
+	"github.com/containerd/containerd/containers"
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/namespaces"
-	"github.com/containerd/containerd/containers"
 	"github.com/containerd/containerd/pkg/cap"
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -30,10 +30,15 @@ import (
 	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/crishim/crishim/events"
+	"github.com/crishim/crishim/faultpoint"
 	"github.com/crishim/crishim/image"
+	"github.com/crishim/crishim/journal"
 	"github.com/crishim/crishim/lifecycle"
+	"github.com/crishim/crishim/names"
 	crishimpb "github.com/crishim/crishim/proto"
 	"github.com/crishim/crishim/sandbox"
+	"github.com/crishim/crishim/stats"
 )
 
 // Labels and extensions of the containerd container behind an app container.
@@ -46,8 +51,8 @@ const (
 	ExtensionStatus = "crishim.container.status"
 
 	// AnnotationTerminationGrace is the grace period (seconds) used when the
-	// container is stopped without a timeout of its own (StopPod).
-	AnnotationTerminationGrace = "crishim.io/termination-grace-period"
+	// container is stopped without a timeout of its own (StopPod, Remove).
+	AnnotationTerminationGrace = lifecycle.AnnotationTerminationGrace
 )
 
 // Exit reasons reported in ContainerStatus, as the kubelet knows them.
@@ -98,7 +103,17 @@ type Manager struct {
 
 	mu         sync.RWMutex
 	containers map[string]*entry
-	names      map[string]string // unique name key -> ID
+	// names maps unique name keys to IDs and answers retried Creates
+	// (reserve.go); journal lists the Creates in progress.
+	names   *names.Registry
+	journal *journal.Journal
+
+	// cpu keeps the previous CPU sample of each container for rates.
+	cpu *stats.Rates
+	// updateMu serialises resource updates.
+	updateMu sync.Mutex
+	// events receives lifecycle transitions; nil until SetPublisher.
+	events events.Publisher
 }
 
 // entry is the in-memory view of one container; status queries are
@@ -119,6 +134,9 @@ type entry struct {
 	pid      uint32
 	io       *taskIO
 	starting bool
+	// postStartErr is set when crishim kills the container because its
+	// postStart hook failed; it becomes the exit reason's message.
+	postStartErr string
 }
 
 // New returns a container manager; Recover must run before it serves requests.
@@ -130,7 +148,9 @@ func New(client *containerd.Client, images Images, sandboxes Sandboxes, cfg Conf
 		cfg:        cfg,
 		stopper:    lifecycle.NewStopper(),
 		containers: map[string]*entry{},
-		names:      map[string]string{},
+		names:      names.New("container", createTimeout),
+		journal:    journal.New(filepath.Join(cfg.Root, "journal", "containers")),
+		cpu:        stats.NewRates(),
 	}
 	if data, err := os.ReadFile("/proc/self/oom_score_adj"); err == nil {
 		m.ownOOMScoreAdj, _ = strconv.Atoi(strings.TrimSpace(string(data)))
@@ -173,24 +193,6 @@ func newID() string {
 // own naming, so a retried CreateContainer cannot make a twin.
 func nameKey(c *runtime.ContainerMetadata, p *runtime.PodSandboxMetadata) string {
 	return strings.Join([]string{c.GetName(), p.GetName(), p.GetNamespace(), p.GetUid(), strconv.FormatUint(uint64(c.GetAttempt()), 10)}, "_")
-}
-
-func (m *Manager) reserveName(key, id string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if other, ok := m.names[key]; ok {
-		return fmt.Errorf("container name %q is already in use by %s: %w", key, other, errdefs.ErrAlreadyExists)
-	}
-	m.names[key] = id
-	return nil
-}
-
-func (m *Manager) releaseName(key, id string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.names[key] == id {
-		delete(m.names, key)
-	}
 }
 
 // get resolves a full ID or a unique ID prefix.
@@ -239,13 +241,18 @@ func signalName(sig syscall.Signal) string {
 	return strconv.Itoa(int(sig))
 }
 
-// Create makes a container in pod podID and returns its ID.
-func (m *Manager) Create(ctx context.Context, podID string, cfg *runtime.ContainerConfig, pod *runtime.PodSandboxConfig) (_ string, retErr error) {
+// create makes container id in pod podID under its reserved name (see
+// Create). Until the container is complete a journal entry names it, for
+// Recover to delete after a crash.
+func (m *Manager) create(ctx context.Context, id, podID string, cfg *runtime.ContainerConfig, pod *runtime.PodSandboxConfig) (_ string, retErr error) {
 	if cfg.GetMetadata().GetName() == "" {
 		return "", fmt.Errorf("container config needs metadata.name: %w", errdefs.ErrInvalidArgument)
 	}
 	if cfg.GetImage().GetImage() == "" {
 		return "", fmt.Errorf("container config needs an image: %w", errdefs.ErrInvalidArgument)
+	}
+	if err := validateHooks(cfg); err != nil {
+		return "", fmt.Errorf("container %s: %w", cfg.GetMetadata().GetName(), err)
 	}
 	sb, err := m.sandboxes.Get(podID)
 	if err != nil {
@@ -268,16 +275,7 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtime.Contain
 		return "", err
 	}
 
-	id := newID()
 	key := nameKey(cfg.GetMetadata(), pod.GetMetadata())
-	if err := m.reserveName(key, id); err != nil {
-		return "", err
-	}
-	defer func() {
-		if retErr != nil {
-			m.releaseName(key, id)
-		}
-	}()
 	log := m.log().WithFields(logrus.Fields{"pod": sb.ID, "container": id, "name": key})
 
 	ctx = m.nsCtx(ctx)
@@ -353,6 +351,18 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtime.Contain
 		containerd.WithContainerExtension(ExtensionRecord, rec),
 		containerd.WithContainerExtension(ExtensionStatus, status),
 	)
+	if err := m.journal.Write(id, createIntent{ID: id}); err != nil {
+		return "", err
+	}
+	defer func() {
+		// On success the entry went once the container was published; on
+		// failure it goes once the undo below has run (defers run last first).
+		if retErr != nil {
+			if err := m.journal.Remove(id); err != nil {
+				log.WithError(err).Warn("remove journal entry")
+			}
+		}
+	}()
 	c, err := m.client.NewContainer(ctx, id, newOpts...)
 	if err != nil {
 		cctx, cancel := m.cleanupCtx()
@@ -371,9 +381,15 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtime.Contain
 			}
 		}
 	}()
+	if err := faultpoint.Hit("container.afterCreate"); err != nil {
+		return "", err
+	}
 	spec, err := c.Spec(ctx)
 	if err != nil {
 		return "", fmt.Errorf("read back spec of container %s: %w", id, err)
+	}
+	if err := m.journal.Remove(id); err != nil {
+		return "", err
 	}
 
 	e := &entry{id: id, rec: rec, cfg: cfg, spec: spec, exited: make(chan struct{}),
@@ -382,6 +398,7 @@ func (m *Manager) Create(ctx context.Context, podID string, cfg *runtime.Contain
 	m.containers[id] = e
 	m.mu.Unlock()
 	log.Info("container created")
+	m.publish(e, runtime.ContainerEventType_CONTAINER_CREATED_EVENT)
 	return id, nil
 }
 
@@ -454,9 +471,11 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	st := proto.Clone(e.status).(*crishimpb.ContainerStatusRecord)
 	e.mu.Unlock()
 	m.persistStatus(e.id, st)
+	// Published before the exit watcher runs, so STARTED precedes STOPPED.
+	m.publish(e, runtime.ContainerEventType_CONTAINER_STARTED_EVENT)
 	go m.monitor(e, task, exitCh)
 	log.WithField("pid", task.Pid()).Info("container started")
-	return nil
+	return m.postStart(e)
 }
 
 func (m *Manager) recordStartFailure(e *entry, cause error) {
@@ -473,6 +492,7 @@ func (m *Manager) recordStartFailure(e *entry, cause error) {
 	st := proto.Clone(e.status).(*crishimpb.ContainerStatusRecord)
 	e.mu.Unlock()
 	m.persistStatus(e.id, st)
+	m.publish(e, runtime.ContainerEventType_CONTAINER_STOPPED_EVENT)
 	closeOnce(e.exited)
 }
 
@@ -552,7 +572,7 @@ func (m *Manager) monitor(e *entry, task containerd.Task, exitCh <-chan containe
 	}
 	if reason == "" {
 		switch {
-		case code != 0 && m.oomKilled(e.spec):
+		case code != 0 && m.oomKilled(e.currentSpec()):
 			reason = ReasonOOMKilled
 		case code == 0:
 			reason = ReasonCompleted
@@ -588,7 +608,7 @@ func (m *Manager) finishExit(ctx context.Context, e *entry, task containerd.Task
 	if task != nil {
 		dctx, cancel := context.WithTimeout(ctx, time.Minute)
 		if _, err := task.Delete(dctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
-			m.log().WithError(err).WithField("container", e.id).Warn("delete exited task")
+			m.log().WithError(err).WithFields(logrus.Fields{"pod": e.rec.SandboxId, "container": e.id}).Warn("delete exited task")
 		}
 		cancel()
 	}
@@ -603,11 +623,11 @@ func (m *Manager) finishExit(ctx context.Context, e *entry, task containerd.Task
 	e.io = nil
 	e.status.FinishedAt = exitedAt.UnixNano()
 	e.status.ExitCode = int32(code)
-	e.status.Reason = reason
-	e.status.Message = message
+	e.status.Reason, e.status.Message = exitReason(e, reason, message)
 	st := proto.Clone(e.status).(*crishimpb.ContainerStatusRecord)
 	e.mu.Unlock()
 	m.persistStatus(e.id, st)
+	m.publish(e, runtime.ContainerEventType_CONTAINER_STOPPED_EVENT)
 	closeOnce(e.exited)
 }
 
@@ -679,6 +699,7 @@ func (m *Manager) stop(ctx context.Context, e *entry, grace time.Duration) error
 	m.log().WithFields(logrus.Fields{"pod": e.rec.SandboxId, "container": e.id, "signal": signalName(sig), "grace": grace}).Info("stopping container")
 	if err := m.stopper.Stop(ctx, lifecycle.StopRequest{
 		ID: e.id, Process: taskSignaler{m: m, id: e.id}, Exited: e.exited, Signal: sig, Grace: grace,
+		PreStop: m.preStop(e),
 	}); err != nil {
 		return fmt.Errorf("stop container %s: %w", e.id, err)
 	}
@@ -699,7 +720,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	if starting {
 		return fmt.Errorf("container %s is starting: %w", e.id, errdefs.ErrFailedPrecondition)
 	}
-	if err := m.stop(ctx, e, 0); err != nil {
+	if err := m.stop(ctx, e, m.terminationGrace(e)); err != nil {
 		return err
 	}
 	e.mu.Lock()
@@ -715,11 +736,10 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	}
 	m.mu.Lock()
 	delete(m.containers, e.id)
-	if m.names[e.rec.Name] == e.id {
-		delete(m.names, e.rec.Name)
-	}
 	m.mu.Unlock()
+	m.names.Release(e.rec.Name, e.id)
 	m.log().WithFields(logrus.Fields{"pod": e.rec.SandboxId, "container": e.id}).Info("container removed")
+	m.publish(e, runtime.ContainerEventType_CONTAINER_DELETED_EVENT)
 	return nil
 }
 
@@ -770,25 +790,11 @@ func (m *Manager) StopPod(ctx context.Context, podID string) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = m.stop(ctx, e, terminationGrace(e.cfg))
+			errs[i] = m.stop(ctx, e, m.terminationGrace(e))
 		}()
 	}
 	wg.Wait()
 	return errors.Join(errs...)
-}
-
-// terminationGrace is the grace a container declared for stops that come
-// without a timeout; none means an immediate kill.
-func terminationGrace(cfg *runtime.ContainerConfig) time.Duration {
-	v, ok := cfg.GetAnnotations()[AnnotationTerminationGrace]
-	if !ok {
-		return 0
-	}
-	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-	if err != nil || n < 0 {
-		return 0
-	}
-	return time.Duration(n) * time.Second
 }
 
 // RemovePod removes all containers of pod podID.

@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/cio"
 	"github.com/containerd/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -56,54 +57,22 @@ func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout
 	if len(cmd) == 0 {
 		return nil, fmt.Errorf("exec needs a command: %w", errdefs.ErrInvalidArgument)
 	}
-	e, err := m.get(id)
+	ctx = m.nsCtx(ctx)
+	e, task, err := m.execTarget(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	e.mu.Lock()
-	running := e.state == runtime.ContainerState_CONTAINER_RUNNING
-	e.mu.Unlock()
-	if !running || e.spec == nil || e.spec.Process == nil {
-		return nil, fmt.Errorf("container %s is not running: %w", e.id, errdefs.ErrFailedPrecondition)
-	}
 	log := m.log().WithFields(logrus.Fields{"pod": e.rec.SandboxId, "container": e.id})
 
-	ctx = m.nsCtx(ctx)
-	c, err := m.client.LoadContainer(ctx, e.id)
-	if err != nil {
-		return nil, fmt.Errorf("load container %s: %w", e.id, err)
-	}
-	task, err := c.Task(ctx, nil)
-	if err != nil {
-		return nil, fmt.Errorf("task of container %s: %w", e.id, err)
-	}
-	pspec := *e.spec.Process
-	pspec.Args = cmd
-	pspec.Terminal = false
-	pspec.ConsoleSize = nil
-
-	b := make([]byte, 16)
-	rand.Read(b) //nolint:errcheck // never fails on Linux
-	execID := "exec-" + hex.EncodeToString(b)
 	stdout := &cappedBuffer{max: maxExecOutput}
 	stderr := &cappedBuffer{max: maxExecOutput}
-	creator := cio.NewCreator(cio.WithStreams(nil, stdout, stderr), cio.WithFIFODir(filepath.Join(m.fifoDir(e.id), "exec")))
-	process, err := task.Exec(ctx, execID, &pspec, creator)
+	creator := cio.NewCreator(cio.WithStreams(nil, stdout, stderr), cio.WithFIFODir(m.execFIFODir(e.id)))
+	process, err := task.Exec(ctx, newExecID(), execSpec(e.currentSpec().Process, cmd, false), creator)
 	if err != nil {
 		return nil, fmt.Errorf("exec in container %s: %w", e.id, err)
 	}
 	// Whatever happens from here, the exec process and its FIFOs go away.
-	defer func() {
-		cctx, cancel := m.cleanupCtx()
-		defer cancel()
-		if !waitIO(process.IO(), 5*time.Second) {
-			process.IO().Cancel()
-			process.IO().Close()
-		}
-		if _, err := process.Delete(cctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
-			log.WithError(err).Warn("delete exec process")
-		}
-	}()
+	defer m.reapExec(process, log)
 	exitCh, err := process.Wait(m.nsCtx(context.Background()))
 	if err != nil {
 		return nil, fmt.Errorf("wait for exec in container %s: %w", e.id, err)
@@ -118,17 +87,7 @@ func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout
 		defer timer.Stop()
 		expired = timer.C
 	}
-	killAndReap := func() {
-		kctx, cancel := m.cleanupCtx()
-		defer cancel()
-		if err := process.Kill(kctx, syscall.SIGKILL); err != nil && !errdefs.IsNotFound(err) {
-			log.WithError(err).Warn("kill exec process")
-		}
-		select {
-		case <-exitCh:
-		case <-time.After(10 * time.Second):
-		}
-	}
+	killAndReap := func() { m.killExec(process, exitCh, log) }
 	select {
 	case st := <-exitCh:
 		code, _, err := st.Result()
@@ -146,6 +105,76 @@ func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout
 	case <-ctx.Done():
 		killAndReap()
 		return nil, fmt.Errorf("exec in container %s: %w", e.id, ctx.Err())
+	}
+}
+
+// execTarget resolves a running container and its task for an exec.
+func (m *Manager) execTarget(ctx context.Context, id string) (*entry, containerd.Task, error) {
+	e, err := m.get(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	e.mu.Lock()
+	running := e.state == runtime.ContainerState_CONTAINER_RUNNING
+	e.mu.Unlock()
+	if !running || e.currentSpec() == nil || e.currentSpec().Process == nil {
+		return nil, nil, fmt.Errorf("container %s is not running: %w", e.id, errdefs.ErrFailedPrecondition)
+	}
+	c, err := m.client.LoadContainer(ctx, e.id)
+	if err != nil {
+		return nil, nil, fmt.Errorf("load container %s: %w", e.id, err)
+	}
+	task, err := c.Task(ctx, nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("task of container %s: %w", e.id, err)
+	}
+	return e, task, nil
+}
+
+// execSpec is the container's own process (user, env, cwd, capabilities,
+// ...) running cmd instead.
+func execSpec(base *specs.Process, cmd []string, tty bool) *specs.Process {
+	p := *base
+	p.Args = cmd
+	p.Terminal = tty
+	p.ConsoleSize = nil
+	return &p
+}
+
+func newExecID() string {
+	b := make([]byte, 16)
+	rand.Read(b) //nolint:errcheck // never fails on Linux
+	return "exec-" + hex.EncodeToString(b)
+}
+
+// execFIFODir holds the FIFOs of a container's exec processes; cio
+// removes each process's own FIFOs when the process is deleted.
+func (m *Manager) execFIFODir(id string) string { return filepath.Join(m.fifoDir(id), "exec") }
+
+// reapExec deletes an exec process and its FIFOs, giving its output a
+// moment to drain first.
+func (m *Manager) reapExec(process containerd.Process, log *logrus.Entry) {
+	cctx, cancel := m.cleanupCtx()
+	defer cancel()
+	if !waitIO(process.IO(), 5*time.Second) {
+		process.IO().Cancel()
+		process.IO().Close()
+	}
+	if _, err := process.Delete(cctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+		log.WithError(err).Warn("delete exec process")
+	}
+}
+
+// killExec kills an exec process and waits a bounded time for its exit.
+func (m *Manager) killExec(process containerd.Process, exitCh <-chan containerd.ExitStatus, log *logrus.Entry) {
+	kctx, cancel := m.cleanupCtx()
+	defer cancel()
+	if err := process.Kill(kctx, syscall.SIGKILL); err != nil && !errdefs.IsNotFound(err) {
+		log.WithError(err).Warn("kill exec process")
+	}
+	select {
+	case <-exitCh:
+	case <-time.After(10 * time.Second):
 	}
 }
 

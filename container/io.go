@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/containerd/cio"
@@ -26,6 +27,9 @@ type taskIO struct {
 	cancel context.CancelFunc
 	copied sync.WaitGroup
 	once   sync.Once
+	// stdinClosed is set once an attach with stdin_once closed the
+	// container's stdin for good.
+	stdinClosed atomic.Bool
 }
 
 // fifoConfig returns the FIFO paths of container id under dir.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -54,7 +55,9 @@ func (s *logSink) open() error {
 	if err := os.MkdirAll(filepath.Dir(s.path), 0o755); err != nil {
 		return fmt.Errorf("create log directory: %w", err)
 	}
-	f, err := os.OpenFile(s.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	// O_NOFOLLOW: a symlink planted at the path (the log directory is the
+	// kubelet's, rotated under us) must not redirect root's writes.
+	f, err := os.OpenFile(s.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW, 0o640)
 	if err != nil {
 		return fmt.Errorf("open log file: %w", err)
 	}
@@ -67,11 +70,16 @@ func (s *logSink) open() error {
 func (s *logSink) Reopen() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.w != nil {
-		s.w.Close()
-		s.w = nil
+	// Until the new file is open, output keeps going to the old one.
+	old := s.w
+	if err := s.open(); err != nil {
+		s.w = old
+		return err
 	}
-	return s.open()
+	if old != nil {
+		old.Close()
+	}
+	return nil
 }
 
 // Subscribe registers fn to receive the raw output of both streams as it

@@ -28,6 +28,8 @@ func decodeExtension(exts map[string]typeurl.Any, key string, msg proto.Message)
 // reattaches to the IO of running containers.
 func (m *Manager) Recover(ctx context.Context) error {
 	ctx = m.nsCtx(ctx)
+	// What a crash left half made goes first, so it is not recovered.
+	m.undoInterrupted(ctx)
 	list, err := m.client.Containers(ctx, fmt.Sprintf("labels.%q==%s", LabelKind, KindContainer))
 	if err != nil {
 		return fmt.Errorf("list containers: %w", err)
@@ -82,8 +84,10 @@ func (m *Manager) recoverOne(ctx context.Context, c containerd.Container) error 
 	}
 	m.mu.Lock()
 	m.containers[e.id] = e
-	m.names[rec.Name] = e.id
 	m.mu.Unlock()
+	if other, ok := m.names.Add(rec.Name, e.id); !ok {
+		log.WithField("other", other).Warn("two containers recorded with the same name")
+	}
 
 	task, err := c.Task(ctx, nil)
 	if errdefs.IsNotFound(err) {

@@ -84,6 +84,8 @@ func specOpts(in specInput) ([]oci.SpecOpts, error) {
 	opts = append(opts, userOpt)
 
 	mounts := append(podMounts(in.Sandbox, cfg), cfg.GetMounts()...)
+	// Before the CRI mounts, which replace it if one targets the same path.
+	opts = append(opts, withCgroupMount(sc.GetPrivileged()))
 	opts = append(opts, withBindMounts(mounts))
 	opts = append(opts, withMaskedAndReadonlyPaths(sc))
 	for _, d := range cfg.GetDevices() {
@@ -242,11 +244,51 @@ func withCRIUser(sc *runtime.LinuxContainerSecurityContext, imageUser string) (o
 	if member == "" {
 		member = "0"
 	}
-	opts = append(opts, oci.WithAdditionalGIDs(member))
+	switch sc.GetSupplementalGroupsPolicy() {
+	case runtime.SupplementalGroupsPolicy_Merge:
+		opts = append(opts, oci.WithAdditionalGIDs(member))
+	case runtime.SupplementalGroupsPolicy_Strict:
+		// Only what the pod asks for: the image's /etc/group is not read.
+		opts = append(opts, withPrimaryGroupOnly)
+	default:
+		return nil, fmt.Errorf("supplemental groups policy %v: %w", sc.GetSupplementalGroupsPolicy(), errdefs.ErrInvalidArgument)
+	}
 	if groups := sc.GetSupplementalGroups(); len(groups) > 0 {
 		opts = append(opts, withSupplementalGroups(groups))
 	}
 	return oci.Compose(opts...), nil
+}
+
+// withCgroupMount shows the container its own cgroup at /sys/fs/cgroup
+// (runc mounts the container's subtree there), where programs read their
+// memory and CPU limits; writable for privileged containers only.
+func withCgroupMount(privileged bool) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
+		mode := "ro"
+		if privileged {
+			mode = "rw"
+		}
+		for _, m := range s.Mounts {
+			if filepath.Clean(m.Destination) == "/sys/fs/cgroup" {
+				return nil
+			}
+		}
+		s.Mounts = append(s.Mounts, specs.Mount{
+			Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup",
+			Options: []string{"nosuid", "noexec", "nodev", "relatime", mode},
+		})
+		return nil
+	}
+}
+
+// withPrimaryGroupOnly starts the process's groups from its primary
+// group alone, as the Strict supplemental groups policy wants.
+func withPrimaryGroupOnly(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
+	if s.Process == nil {
+		s.Process = &specs.Process{}
+	}
+	s.Process.User.AdditionalGids = []uint32{s.Process.User.GID}
+	return nil
 }
 
 func withSupplementalGroups(groups []int64) oci.SpecOpts {
@@ -348,6 +390,17 @@ func withBindMounts(mounts []*runtime.Mount) oci.SpecOpts {
 				options = append(options, "ro")
 			} else {
 				options = append(options, "rw")
+			}
+			if m.GetRecursiveReadOnly() {
+				// Sub-mounts become read-only too (runc's "rro", mount_setattr
+				// on Linux 5.12+); that only holds for a read-only, private mount.
+				if !m.GetReadonly() {
+					return fmt.Errorf("mount %s: recursive read-only needs a read-only mount: %w", dst, errdefs.ErrInvalidArgument)
+				}
+				if m.GetPropagation() != runtime.MountPropagation_PROPAGATION_PRIVATE {
+					return fmt.Errorf("mount %s: recursive read-only needs private propagation, not %v: %w", dst, m.GetPropagation(), errdefs.ErrInvalidArgument)
+				}
+				options = append(options, "rro")
 			}
 			added = append(added, specs.Mount{Destination: dst, Type: "bind", Source: resolved, Options: options})
 			dests = append(dests, dst)

@@ -78,7 +78,9 @@ func must(t *testing.T, err error) {
 	}
 }
 
-func (f *fixture) sc() *runtime.LinuxContainerSecurityContext { return f.in.Config.Linux.SecurityContext }
+func (f *fixture) sc() *runtime.LinuxContainerSecurityContext {
+	return f.in.Config.Linux.SecurityContext
+}
 
 func (f *fixture) spec(t *testing.T) *specs.Spec {
 	t.Helper()

@@ -65,7 +65,7 @@ func (m *Manager) Status(ctx context.Context, id string, verbose bool) (*runtime
 		"snapshotter": m.cfg.Snapshotter,
 		"runtimeType": m.cfg.Runtime,
 		"stopSignal":  e.rec.StopSignal,
-		"runtimeSpec": e.spec,
+		"runtimeSpec": e.currentSpec(),
 		"config":      e.cfg,
 	}
 	data, err := json.Marshal(info)
@@ -77,10 +77,11 @@ func (m *Manager) Status(ctx context.Context, id string, verbose bool) (*runtime
 
 // resources reports the container's cgroup settings from its spec.
 func (e *entry) resources() *runtime.ContainerResources {
-	if e.spec == nil || e.spec.Linux == nil || e.spec.Linux.Resources == nil {
+	spec := e.currentSpec()
+	if spec == nil || spec.Linux == nil || spec.Linux.Resources == nil {
 		return nil
 	}
-	r := e.spec.Linux.Resources
+	r := spec.Linux.Resources
 	out := &runtime.LinuxContainerResources{}
 	if c := r.CPU; c != nil {
 		if c.Period != nil {
@@ -108,7 +109,7 @@ func (e *entry) resources() *runtime.ContainerResources {
 	if len(r.Unified) > 0 {
 		out.Unified = r.Unified
 	}
-	if p := e.spec.Process; p != nil && p.OOMScoreAdj != nil {
+	if p := spec.Process; p != nil && p.OOMScoreAdj != nil {
 		out.OomScoreAdj = int64(*p.OOMScoreAdj)
 	}
 	return &runtime.ContainerResources{Linux: out}
@@ -116,10 +117,11 @@ func (e *entry) resources() *runtime.ContainerResources {
 
 // user reports the identity the container's process runs as.
 func (e *entry) user() *runtime.ContainerUser {
-	if e.spec == nil || e.spec.Process == nil {
+	spec := e.currentSpec()
+	if spec == nil || spec.Process == nil {
 		return nil
 	}
-	u := e.spec.Process.User
+	u := spec.Process.User
 	lu := &runtime.LinuxContainerUser{Uid: int64(u.UID), Gid: int64(u.GID)}
 	for _, g := range u.AdditionalGids {
 		lu.SupplementalGroups = append(lu.SupplementalGroups, int64(g))

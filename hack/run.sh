@@ -1,8 +1,9 @@
 #!/bin/bash
 # Run crishim in the foreground on its defaults. When no containerd answers at
 # CONTAINERD_ADDRESS (default /run/containerd/containerd.sock), start a
-# private one (CRI plugin disabled) and point crishim at it.
-# Extra arguments are passed to `crishim serve`.
+# private one (CRI plugin disabled) and point crishim at it; then run the
+# preflight (`crishim check`) and serve.
+# Extra arguments are passed to `crishim check` and `crishim serve`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,6 +53,14 @@ TOML
     answers "$address" || { echo "containerd did not answer at $address" >&2; exit 1; }
     echo "containerd running (pid $(cat "$PRIVATE_STATE/containerd.pid")); stop it with: kill \$(cat $PRIVATE_STATE/containerd.pid)"
   fi
+fi
+
+# The preflight runs against the containerd chosen (or started) above, with
+# the same flags serve gets, so a "not reachable" here is a real failure.
+echo "preflight: bin/crishim check"
+if ! bin/crishim check --containerd-address "$address" "$@"; then
+  echo "crishim check failed: fix the fail lines above (warn lines are advisory)" >&2
+  exit 1
 fi
 
 echo "crishim serving unix:///run/crishim/crishim.sock (containerd $address)"

@@ -45,6 +45,9 @@ type Config struct {
 	// <ContainerdRoot>/io.containerd.snapshotter.v1.<snapshotter>; empty
 	// means /var/lib/containerd.
 	ContainerdRoot string
+	// ObservePull, when set, is told each pull's fetched bytes, duration
+	// and outcome (for metrics).
+	ObservePull func(bytes int64, took time.Duration, err error)
 }
 
 // Service implements the CRI image operations on one containerd namespace.
@@ -87,7 +90,7 @@ func New(client *containerd.Client, cfg Config) *Service {
 }
 
 // Pull fetches and unpacks ref and returns the image's ID (config digest).
-func (s *Service) Pull(ctx context.Context, ref string, auth *runtime.AuthConfig, pod *runtime.PodSandboxConfig) (string, error) {
+func (s *Service) Pull(ctx context.Context, ref string, auth *runtime.AuthConfig, pod *runtime.PodSandboxConfig) (_ string, err error) {
 	named, err := NormalizeRef(ref)
 	if err != nil {
 		return "", err
@@ -110,6 +113,8 @@ func (s *Service) Pull(ctx context.Context, ref string, auth *runtime.AuthConfig
 	defer unlock()
 	log.Info("pulling image")
 	start := time.Now()
+	fetched := &fetchCounter{store: s.client.ContentStore()}
+	defer func() { s.observePull(fetched, start, err) }()
 
 	resolver := docker.NewResolver(docker.ResolverOptions{
 		Hosts: registryHosts(ctx, s.cfg.RegistryConfigDir, named, auth.GetServerAddress(), cred),
@@ -118,6 +123,7 @@ func (s *Service) Pull(ctx context.Context, ref string, auth *runtime.AuthConfig
 		containerd.WithResolver(resolver),
 		containerd.WithPullUnpack,
 		containerd.WithPullSnapshotter(s.cfg.Snapshotter),
+		containerd.WithImageHandler(fetched.handler()),
 	)
 	if err != nil {
 		log.WithError(err).Warn("pull failed")

@@ -49,6 +49,8 @@ type client struct {
 
 	mu   sync.Mutex
 	pods []string // for picking this test's lines out of crishim's log
+	// conns are the test's own connections (see reconnect).
+	conns []*grpc.ClientConn
 }
 
 // newClient starts crishim if it is not running yet and connects to it.

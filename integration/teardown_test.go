@@ -81,50 +81,6 @@ func TestTeardownLeavesNothing(t *testing.T) {
 	}
 }
 
-// TestRestartKeepsPods restarts crishim under a running pod: the pod and
-// its container are found again, exec works, the log keeps filling, and an
-// exit after the restart is recorded.
-func TestRestartKeepsPods(t *testing.T) {
-	c := newClient(t)
-	pod := podConfig(t, "restart")
-	podID := c.runPod(pod)
-	cfg := containerConfig("ticker", env.BusyboxImage, "sh", "-c", `trap "exit 4" TERM; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done`)
-	ctrID := c.startContainer(podID, pod, cfg)
-	before := c.podStatus(podID)
-
-	crishim, _ := env.Crishim()
-	if err := crishim.Restart(); err != nil {
-		t.Fatalf("restart crishim: %v", err)
-	}
-
-	after := c.podStatus(podID)
-	if after.State != runtime.PodSandboxState_SANDBOX_READY || after.GetNetwork().GetIp() != before.GetNetwork().GetIp() || after.CreatedAt != before.CreatedAt {
-		t.Errorf("pod after restart: state %v ip %q created %d; before: %v %q %d", after.State, after.GetNetwork().GetIp(), after.CreatedAt, before.State, before.GetNetwork().GetIp(), before.CreatedAt)
-	}
-	st := c.containerStatus(ctrID)
-	if st.State != runtime.ContainerState_CONTAINER_RUNNING {
-		t.Fatalf("container after restart: %v, want RUNNING", st.State)
-	}
-	if res := c.execSync(ctrID, 10, "echo", "after-restart"); string(res.Stdout) != "after-restart\n" {
-		t.Errorf("exec after restart: %q", res.Stdout)
-	}
-
-	// Output written after the restart still reaches the log.
-	logPath := st.LogPath
-	marker := time.Now()
-	waitLog(t, logPath, 10*time.Second, func(l map[string][]string) bool {
-		return len(l["stdout"]) > 0 && logNewerThan(t, logPath, marker)
-	})
-
-	if _, err := c.rt.StopContainer(rpcCtx(t), &runtime.StopContainerRequest{ContainerId: ctrID, Timeout: 10}); err != nil {
-		t.Fatalf("StopContainer after restart: %v", err)
-	}
-	st = c.waitContainerState(ctrID, runtime.ContainerState_CONTAINER_EXITED, 10*time.Second)
-	if st.ExitCode != 4 {
-		t.Errorf("exit code recorded after restart: %d, want 4", st.ExitCode)
-	}
-}
-
 // logNewerThan reports whether the log has a record stamped after t0.
 func logNewerThan(t *testing.T, path string, t0 time.Time) bool {
 	data, err := os.ReadFile(path)

@@ -26,8 +26,27 @@ type StopRequest struct {
 	// recorded, so that Stop returns only when the status says EXITED.
 	Exited <-chan struct{}
 	// Signal is the graceful stop signal; Grace how long to wait for it.
+	// A Grace of zero or less kills at once.
 	Signal syscall.Signal
 	Grace  time.Duration
+	// PreStop, when set, runs before the stop signal and consumes the
+	// grace period; its context ends when the grace runs out (the hook is
+	// abandoned) or the container exits. It does not run for a kill.
+	PreStop func(ctx context.Context) error
+}
+
+// MinGraceAfterPreStop is the least time the stop signal gets before
+// SIGKILL once a preStop hook has used up the grace period: the kubelet's
+// minimum grace period.
+const MinGraceAfterPreStop = 2 * time.Second
+
+// SignalDeadline is when SIGKILL is due after a preStop hook ends at now:
+// the original deadline, but never less than min away.
+func SignalDeadline(deadline, now time.Time, min time.Duration) time.Time {
+	if floor := now.Add(min); deadline.Before(floor) {
+		return floor
+	}
+	return deadline
 }
 
 // Stopper runs at most one stop loop per container. The loop belongs to
@@ -40,6 +59,9 @@ type Stopper struct {
 	KillRetry time.Duration
 	// SignalTimeout bounds each call to Process.Signal.
 	SignalTimeout time.Duration
+	// MinGrace is what the stop signal gets at least after a preStop hook
+	// (MinGraceAfterPreStop in production).
+	MinGrace time.Duration
 
 	mu    sync.Mutex
 	loops map[string]*stopLoop
@@ -47,13 +69,16 @@ type Stopper struct {
 
 // NewStopper returns a Stopper with production timings.
 func NewStopper() *Stopper {
-	return &Stopper{KillRetry: 5 * time.Second, SignalTimeout: 10 * time.Second, loops: map[string]*stopLoop{}}
+	return &Stopper{KillRetry: 5 * time.Second, SignalTimeout: 10 * time.Second, MinGrace: MinGraceAfterPreStop, loops: map[string]*stopLoop{}}
 }
 
 type stopLoop struct {
 	req StopRequest
 	// deadline is when SIGKILL is due; guarded by Stopper.mu.
 	deadline time.Time
+	// kill is set once any request asked for an immediate kill (grace 0):
+	// no hook, no stop signal, no minimum grace; guarded by Stopper.mu.
+	kill bool
 	// sooner wakes the loop when a later request shortens the deadline.
 	sooner chan struct{}
 }
@@ -74,8 +99,9 @@ func (s *Stopper) Stop(ctx context.Context, req StopRequest) error {
 	}
 	l, running := s.loops[req.ID]
 	if running {
-		if deadline.Before(l.deadline) {
+		if deadline.Before(l.deadline) || req.Grace <= 0 {
 			l.deadline = deadline
+			l.kill = l.kill || req.Grace <= 0
 			select {
 			case l.sooner <- struct{}{}:
 			default:
@@ -84,7 +110,7 @@ func (s *Stopper) Stop(ctx context.Context, req StopRequest) error {
 		// Wait on the running loop's container, the one it will see exit.
 		req.Exited = l.req.Exited
 	} else {
-		l = &stopLoop{req: req, deadline: deadline, sooner: make(chan struct{}, 1)}
+		l = &stopLoop{req: req, deadline: deadline, kill: req.Grace <= 0, sooner: make(chan struct{}, 1)}
 		s.loops[req.ID] = l
 		go s.run(l)
 	}
@@ -114,7 +140,19 @@ func (s *Stopper) run(l *stopLoop) {
 		s.mu.Unlock()
 	}()
 
-	graceful := l.req.Signal != 0 && l.req.Signal != syscall.SIGKILL && l.req.Grace > 0
+	if l.req.PreStop != nil && !s.killing(l) {
+		if exited := s.runPreStop(l, log); exited {
+			observeStop(l.req.ID, false)
+			return
+		}
+		s.mu.Lock()
+		if !l.kill {
+			l.deadline = SignalDeadline(l.deadline, time.Now(), s.MinGrace)
+		}
+		s.mu.Unlock()
+	}
+
+	graceful := l.req.Signal != 0 && l.req.Signal != syscall.SIGKILL && !s.killing(l)
 	if graceful {
 		log.WithField("signal", l.req.Signal).Debug("sending stop signal")
 		if err := s.signal(l.req.Process, l.req.Signal); err != nil {
@@ -150,6 +188,7 @@ func (s *Stopper) run(l *stopLoop) {
 
 		select {
 		case <-l.req.Exited:
+			observeStop(l.req.ID, killed)
 			return
 		case <-l.sooner:
 			continue
@@ -166,8 +205,57 @@ func (s *Stopper) run(l *stopLoop) {
 			// Nothing left to do but wait for the exit.
 			select {
 			case <-l.req.Exited:
+				observeStop(l.req.ID, true)
 				return
 			}
+		}
+	}
+}
+
+func (s *Stopper) killing(l *stopLoop) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return l.kill
+}
+
+// runPreStop runs the hook until it ends, the deadline passes, a kill is
+// requested or the container exits (reported as true). The hook is never
+// waited for once abandoned: its context is cancelled and the stop goes on.
+func (s *Stopper) runPreStop(l *stopLoop, log *logrus.Entry) (exited bool) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- l.req.PreStop(ctx) }()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		due, kill := l.deadline, l.kill
+		s.mu.Unlock()
+		if kill {
+			log.Info("preStop hook abandoned: container is being killed")
+			return false
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(max(time.Until(due), 0))
+		select {
+		case err := <-done:
+			// The hook's own outcome is logged by whoever wrote it; a
+			// failed preStop does not change the stop (nor did it in the kubelet).
+			log.WithField("took", time.Since(start)).WithError(err).Debug("preStop hook finished")
+			return false
+		case <-l.req.Exited:
+			return true
+		case <-l.sooner:
+		case <-timer.C:
+			log.WithField("took", time.Since(start)).Warn("preStop hook abandoned: grace period over")
+			return false
 		}
 	}
 }

@@ -26,6 +26,9 @@ type Config struct {
 	BinDirs []string
 	// NetNSDir is where pod network namespaces are bind-mounted.
 	NetNSDir string
+	// Observe, when set, is told the outcome and duration of every CNI
+	// "setup" and "teardown" (for metrics).
+	Observe func(op string, took time.Duration, err error)
 }
 
 // Manager sets up and tears down pod networks.
@@ -63,6 +66,9 @@ type Result struct {
 	AdditionalIPs []string
 }
 
+// NetNSDir is where CreateNetNS puts the pods' network namespaces.
+func (m *Manager) NetNSDir() string { return m.cfg.NetNSDir }
+
 // CreateNetNS makes a new persistent network namespace for pod id and returns its path.
 func (m *Manager) CreateNetNS(id string) (string, error) {
 	ns, err := netns.NewNetNS(m.cfg.NetNSDir)
@@ -85,7 +91,8 @@ func (m *Manager) RemoveNetNS(path string) error {
 
 // Setup attaches the pod in netnsPath (CNI ADD) with its port mappings and
 // DNS/bandwidth capabilities. On failure nothing stays attached.
-func (m *Manager) Setup(ctx context.Context, id, netnsPath string, pod *runtime.PodSandboxConfig) (*Result, error) {
+func (m *Manager) Setup(ctx context.Context, id, netnsPath string, pod *runtime.PodSandboxConfig) (_ *Result, err error) {
+	defer m.observe("setup", time.Now(), &err)
 	cni, err := m.current()
 	if err != nil {
 		return nil, fmt.Errorf("set up network for pod %s: %w", id, err)
@@ -119,7 +126,8 @@ func (m *Manager) Setup(ctx context.Context, id, netnsPath string, pod *runtime.
 }
 
 // Teardown detaches the pod (CNI DEL); it is idempotent.
-func (m *Manager) Teardown(ctx context.Context, id, netnsPath string, pod *runtime.PodSandboxConfig) error {
+func (m *Manager) Teardown(ctx context.Context, id, netnsPath string, pod *runtime.PodSandboxConfig) (err error) {
+	defer m.observe("teardown", time.Now(), &err)
 	cni, err := m.current()
 	if err != nil {
 		return fmt.Errorf("tear down network of pod %s: %w", id, err)
@@ -132,6 +140,12 @@ func (m *Manager) Teardown(ctx context.Context, id, netnsPath string, pod *runti
 		return fmt.Errorf("CNI DEL for pod %s: %w", id, err)
 	}
 	return nil
+}
+
+func (m *Manager) observe(op string, start time.Time, err *error) {
+	if m.cfg.Observe != nil {
+		m.cfg.Observe(op, time.Since(start), *err)
+	}
 }
 
 // remove runs CNI DEL. Plugins are inconsistent about a namespace that no

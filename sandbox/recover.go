@@ -14,6 +14,8 @@ import (
 // one bad pod must not keep the node from serving the others.
 func (m *Manager) Recover(ctx context.Context) error {
 	ctx = m.withNS(ctx)
+	// What a crash left half made goes first, so it is not recovered as a pod.
+	m.undoInterrupted(ctx)
 	list, err := m.client.Containers(ctx, fmt.Sprintf("labels.%q==%s", LabelKind, KindSandbox))
 	if err != nil {
 		return fmt.Errorf("list sandboxes in containerd: %w", err)
@@ -23,6 +25,8 @@ func (m *Manager) Recover(ctx context.Context) error {
 			m.logger(c.ID()).WithError(err).Warn("skip sandbox that cannot be recovered")
 		}
 	}
+	m.finishInterruptedStops(ctx)
+	m.removeOrphanNetNS()
 	return nil
 }
 
@@ -83,12 +87,10 @@ func (m *Manager) recoverOne(ctx context.Context, c containerd.Container) error 
 	}
 
 	ready := p.ready
-	m.mu.Lock()
-	if other, ok := m.names[p.name]; ok && other != p.id {
+	if other, ok := m.names.Add(p.name, p.id); !ok {
 		m.logger(p.id).WithField("other", other).Warn("two sandboxes recorded with the same name")
-	} else {
-		m.names[p.name] = p.id
 	}
+	m.mu.Lock()
 	m.pods[p.id] = p
 	m.mu.Unlock()
 	if exitCh != nil {

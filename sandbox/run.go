@@ -12,9 +12,9 @@ import (
 	"github.com/containerd/containerd/errdefs"
 	runcoptions "github.com/containerd/containerd/runtime/v2/runc/options"
 	"github.com/sirupsen/logrus"
-	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/crishim/crishim/faultpoint"
 	"github.com/crishim/crishim/image"
 	"github.com/crishim/crishim/network"
 	crishimpb "github.com/crishim/crishim/proto"
@@ -53,31 +53,11 @@ func (m *Manager) checkHandler(handler string) error {
 	return fmt.Errorf("runtime handler %q is not configured: %w", handler, errdefs.ErrInvalidArgument)
 }
 
-// Run creates and starts a pod sandbox and returns its ID.
-func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handler string) (string, error) {
-	if err := validate(cfg); err != nil {
-		return "", err
-	}
-	if err := m.checkHandler(handler); err != nil {
-		return "", err
-	}
-	if m.net == nil && !hostNetwork(cfg) {
-		return "", fmt.Errorf("no network manager for a pod network: %w", errdefs.ErrFailedPrecondition)
-	}
-	if m.images == nil {
-		return "", fmt.Errorf("no image service to provide the sandbox image: %w", errdefs.ErrFailedPrecondition)
-	}
+// run creates and starts pod sandbox id under the reserved name key (see
+// Run). Until it succeeds, a journal entry names what it made, for
+// Recover to undo after a crash.
+func (m *Manager) run(ctx context.Context, id, key string, cfg *runtime.PodSandboxConfig, handler string) error {
 	ctx = m.withNS(ctx)
-	id, err := newID()
-	if err != nil {
-		return "", err
-	}
-	// The caller keeps its config; ours must not change under us.
-	cfg = proto.Clone(cfg).(*runtime.PodSandboxConfig)
-	key := nameKey(cfg.GetMetadata())
-	if err := m.reserve(key, id); err != nil {
-		return "", err
-	}
 	log := m.logger(id).WithField("name", key)
 	started := time.Now()
 
@@ -101,10 +81,18 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 		defer cancel()
 		undo.run(cctx, log)
 	}()
-	undo.add("release name", func(context.Context) error { m.release(key, id); return nil })
+	intent := runIntent{ID: id}
+	if err := intent.setConfig(cfg); err != nil {
+		return err
+	}
+	if err := m.writeIntent(intent); err != nil {
+		return err
+	}
+	// Added first, so it runs last: the entry goes once all else is undone.
+	undo.add("remove journal entry", func(context.Context) error { return m.journal.Remove(id) })
 
 	if err := m.preparePodFiles(p, &undo); err != nil {
-		return "", err
+		return err
 	}
 
 	// CNI ADD is the slowest step; it runs while the pause container's
@@ -113,9 +101,14 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 	if !hostNetwork(cfg) {
 		path, err := m.net.CreateNetNS(id)
 		if err != nil {
-			return "", err
+			return err
 		}
 		p.netnsPath = path
+		intent.NetNSPath = path
+		if err := m.writeIntent(intent); err != nil {
+			_ = m.net.RemoveNetNS(path)
+			return err
+		}
 		undo.add("remove netns", func(context.Context) error { return m.net.RemoveNetNS(path) })
 		done := make(chan struct{})
 		var res *network.Result
@@ -135,32 +128,45 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 
 	container, err := m.createPause(ctx, p, &undo)
 	if err != nil {
-		return "", err
+		return err
 	}
 
 	if waitNet != nil {
 		res, err := waitNet()
 		if err != nil {
-			return "", err
+			return err
+		}
+		if err := faultpoint.Hit("sandbox.afterNetwork"); err != nil {
+			return err
 		}
 		p.ip, p.extraIPs = res.IP, res.AdditionalIPs
 		hostname, err := podHostname(cfg)
 		if err != nil {
-			return "", err
+			return err
 		}
 		if err := writeHosts(p.dir, cfg, hostname, p.ip); err != nil {
-			return "", err
+			return err
 		}
 		if err := updateRecord(ctx, container, func(r *crishimpb.SandboxRecord) {
 			r.Ip, r.AdditionalIps, r.NetworkReady = res.IP, res.AdditionalIPs, true
 		}); err != nil {
-			return "", fmt.Errorf("record network of pod %s: %w", id, err)
+			return fmt.Errorf("record network of pod %s: %w", id, err)
 		}
+	}
+	if err := faultpoint.Hit("sandbox.beforeStart"); err != nil {
+		return err
 	}
 
 	task, exitCh, cancelWait, err := m.startPause(ctx, container, &undo)
 	if err != nil {
-		return "", err
+		return err
+	}
+	if err := faultpoint.Hit("sandbox.afterStart"); err != nil {
+		return err
+	}
+	// Complete: from here on the pod is recovered, not undone, after a crash.
+	if err := m.journal.Remove(id); err != nil {
+		return err
 	}
 
 	m.mu.Lock()
@@ -169,9 +175,11 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 	m.pods[id] = p
 	m.mu.Unlock()
 	succeeded = true
+	m.publish(p, runtime.ContainerEventType_CONTAINER_CREATED_EVENT, nil)
+	m.publish(p, runtime.ContainerEventType_CONTAINER_STARTED_EVENT, nil)
 	go m.watch(p, container, exitCh, cancelWait)
 	log.WithFields(logrus.Fields{"ip": p.ip, "pid": p.pid, "took": time.Since(started)}).Info("pod sandbox running")
-	return id, nil
+	return nil
 }
 
 // preparePodFiles makes the pod's directories, its hostname, hosts and
@@ -365,6 +373,7 @@ func (m *Manager) watch(p *pod, c containerd.Container, exitCh <-chan containerd
 	if stopping {
 		return
 	}
+	m.publish(p, runtime.ContainerEventType_CONTAINER_STOPPED_EVENT, nil)
 	ctx, cancelCleanup := m.cleanupContext()
 	defer cancelCleanup()
 	if t, err := c.Task(ctx, nil); err == nil {

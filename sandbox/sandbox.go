@@ -20,8 +20,12 @@ import (
 	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/crishim/crishim/events"
 	"github.com/crishim/crishim/image"
+	"github.com/crishim/crishim/journal"
+	"github.com/crishim/crishim/names"
 	"github.com/crishim/crishim/network"
+	"github.com/crishim/crishim/stats"
 )
 
 // Config is what the sandbox manager needs from crishim's configuration.
@@ -81,12 +85,19 @@ type Manager struct {
 	ns       string
 	oomFloor int
 
+	// cpu keeps each pod's previous CPU sample for rates.
+	cpu *stats.Rates
+	// events receives lifecycle transitions; nil until SetPublisher.
+	events events.Publisher
+
 	mu sync.RWMutex
 	// pods holds the sandboxes Run completed or Recover found.
 	pods map[string]*pod
 	// names maps a pod's name key to its ID, from the moment Run reserves
-	// it until Remove releases it.
-	names map[string]string
+	// it until Remove releases it, and answers retried Runs (reserve.go).
+	names *names.Registry
+	// journal lists the Runs in progress, for Recover to undo (reserve.go).
+	journal *journal.Journal
 }
 
 // pod is the manager's record of one sandbox. Fields above mu-guarded ones
@@ -124,8 +135,10 @@ func New(client *containerd.Client, images *image.Service, net *network.Manager,
 		net:      net,
 		cfg:      cfg,
 		oomFloor: ownOOMScoreAdj(),
+		cpu:      stats.NewRates(),
 		pods:     map[string]*pod{},
-		names:    map[string]string{},
+		names:    names.New("pod sandbox", createTimeout),
+		journal:  journal.New(filepath.Join(cfg.Root, "journal", "sandboxes")),
 	}
 	if images != nil {
 		m.images = images
@@ -160,26 +173,6 @@ func (m *Manager) shmPathFor(id string, cfg *runtime.PodSandboxConfig) string {
 		return "/dev/shm"
 	}
 	return filepath.Join(m.stateDir(id), "shm")
-}
-
-// reserve claims a pod name key for id, so that of two concurrent Runs of
-// the same pod exactly one proceeds.
-func (m *Manager) reserve(key, id string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if other, ok := m.names[key]; ok {
-		return fmt.Errorf("pod sandbox name %q is reserved for sandbox %s: %w", key, other, errdefs.ErrAlreadyExists)
-	}
-	m.names[key] = id
-	return nil
-}
-
-func (m *Manager) release(key, id string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.names[key] == id {
-		delete(m.names, key)
-	}
 }
 
 // lookup resolves an ID or unique ID prefix to a published pod.

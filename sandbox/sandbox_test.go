@@ -113,7 +113,7 @@ func withPods(pods ...*pod) *Manager {
 	m := New(nil, nil, nil, Config{Runtime: runcV2})
 	for _, p := range pods {
 		m.pods[p.id] = p
-		m.names[p.name] = p.id
+		m.names.Add(p.name, p.id)
 	}
 	return m
 }

@@ -8,7 +8,9 @@ import (
 
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/errdefs"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/crishim/crishim/faultpoint"
 	crishimpb "github.com/crishim/crishim/proto"
 )
 
@@ -57,6 +59,9 @@ func (m *Manager) stopLocked(ctx context.Context, p *pod) error {
 	p.ready = false
 	m.mu.Unlock()
 
+	if err := faultpoint.Hit("sandbox.beforeTeardown"); err != nil {
+		return err
+	}
 	if !stopped && p.netnsPath != "" {
 		if err := m.net.Teardown(ctx, p.id, p.netnsPath, p.cfg); err != nil {
 			return fmt.Errorf("stop pod %s: %w", p.id, err)
@@ -83,6 +88,7 @@ func (m *Manager) stopLocked(ctx context.Context, p *pod) error {
 	m.mu.Unlock()
 	if !stopped {
 		log.Info("pod sandbox stopped")
+		m.publish(p, runtime.ContainerEventType_CONTAINER_STOPPED_EVENT, nil)
 	}
 	return nil
 }
@@ -124,6 +130,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	if removed {
 		return nil
 	}
+	final := m.finalStatus(p)
 	c, err := m.client.LoadContainer(ctx, p.id)
 	if err == nil {
 		err = c.Delete(ctx, containerd.WithSnapshotCleanup)
@@ -139,10 +146,9 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	m.mu.Lock()
 	p.removed = true
 	delete(m.pods, p.id)
-	if m.names[p.name] == p.id {
-		delete(m.names, p.name)
-	}
 	m.mu.Unlock()
+	m.names.Release(p.name, p.id)
 	m.logger(p.id).Info("pod sandbox removed")
+	m.publish(p, runtime.ContainerEventType_CONTAINER_DELETED_EVENT, final)
 	return nil
 }

@@ -48,8 +48,24 @@ func recovered(rpc string, p any) error {
 	return status.Errorf(codes.Internal, "%s: internal error: %v", rpc, p)
 }
 
-func logResult(rpc string, start time.Time, err error) {
-	entry := logrus.WithFields(logrus.Fields{"rpc": rpc, "duration": time.Since(start).String()})
+// idFields names the pod and container an RPC is about, from its request
+// or, for the RPCs that create them, its response, so that every line
+// about a pod or container carries its IDs.
+func idFields(msgs ...any) logrus.Fields {
+	f := logrus.Fields{}
+	for _, m := range msgs {
+		if p, ok := m.(interface{ GetPodSandboxId() string }); ok && p.GetPodSandboxId() != "" {
+			f["pod"] = p.GetPodSandboxId()
+		}
+		if c, ok := m.(interface{ GetContainerId() string }); ok && c.GetContainerId() != "" {
+			f["container"] = c.GetContainerId()
+		}
+	}
+	return f
+}
+
+func logResult(rpc string, ids logrus.Fields, start time.Time, err error) {
+	entry := logrus.WithFields(ids).WithFields(logrus.Fields{"rpc": rpc, "duration": time.Since(start).String()})
 	if err == nil {
 		entry.Debug("done")
 		return
@@ -69,7 +85,7 @@ func unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, 
 		if p := recover(); p != nil {
 			resp, err = nil, recovered(rpc, p)
 		}
-		logResult(rpc, start, err)
+		logResult(rpc, idFields(req, resp), start, err)
 	}()
 	resp, err = handler(ctx, req)
 	return resp, toStatus(err)
@@ -82,7 +98,7 @@ func streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInf
 		if p := recover(); p != nil {
 			err = recovered(rpc, p)
 		}
-		logResult(rpc, start, err)
+		logResult(rpc, nil, start, err)
 	}()
 	return toStatus(handler(srv, ss))
 }

@@ -2,7 +2,7 @@ package server
 
 import (
 	"context"
-	"encoding/json"
+	"time"
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -23,7 +23,11 @@ func (s *Server) Version(ctx context.Context, req *runtime.VersionRequest) (*run
 // networking has a working CNI configuration (NetworkReady).
 func (s *Server) Status(ctx context.Context, req *runtime.StatusRequest) (*runtime.StatusResponse, error) {
 	runtimeReady := &runtime.RuntimeCondition{Type: runtime.RuntimeReady, Status: true}
-	if serving, err := s.client.IsServing(ctx); err != nil || !serving {
+	// IsServing waits for the connection to be ready: bounded, a containerd
+	// that is down reads as not ready instead of hanging the kubelet's probe.
+	probeCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if serving, err := s.client.IsServing(probeCtx); err != nil || !serving {
 		runtimeReady.Status = false
 		runtimeReady.Reason = "ContainerdUnreachable"
 		runtimeReady.Message = "containerd at " + s.cfg.ContainerdAddress + " does not answer"
@@ -41,15 +45,16 @@ func (s *Server) Status(ctx context.Context, req *runtime.StatusRequest) (*runti
 		Status: &runtime.RuntimeStatus{Conditions: []*runtime.RuntimeCondition{runtimeReady, networkReady}},
 		RuntimeHandlers: []*runtime.RuntimeHandler{{
 			Name:     "",
-			Features: &runtime.RuntimeHandlerFeatures{},
+			Features: s.features.handler(),
 		}},
+		Features: s.features.runtime(),
 	}
 	if req.GetVerbose() {
-		cfg, err := json.Marshal(s.cfg)
+		info, err := s.statusInfo()
 		if err != nil {
 			return nil, err
 		}
-		resp.Info = map[string]string{"config": string(cfg)}
+		resp.Info = info
 	}
 	return resp, nil
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"time"
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -59,7 +60,14 @@ func (s *Server) PodSandboxStatus(ctx context.Context, req *runtime.PodSandboxSt
 	if err != nil {
 		return nil, err
 	}
-	return &runtime.PodSandboxStatusResponse{Status: st, Info: info}, nil
+	// With a timestamp, the kubelet's evented PLEG takes the containers'
+	// statuses from here instead of listing them itself.
+	return &runtime.PodSandboxStatusResponse{
+		Status:             st,
+		Info:               info,
+		ContainersStatuses: s.containers.PodStatuses(st.GetId()),
+		Timestamp:          time.Now().UnixNano(),
+	}, nil
 }
 
 // ListPodSandbox lists pods matching the filter.

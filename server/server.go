@@ -19,7 +19,9 @@ import (
 
 	"github.com/crishim/crishim/config"
 	"github.com/crishim/crishim/container"
+	"github.com/crishim/crishim/events"
 	"github.com/crishim/crishim/image"
+	"github.com/crishim/crishim/metrics"
 	"github.com/crishim/crishim/network"
 	"github.com/crishim/crishim/sandbox"
 )
@@ -35,6 +37,10 @@ type Server struct {
 	sandboxes  *sandbox.Manager
 	containers *container.Manager
 	grpc       *grpc.Server
+	events     *events.Broker
+	features   features
+	stream     *streamService
+	metrics    *metrics.Metrics
 }
 
 // connectTimeout bounds how long startup waits for containerd to answer.
@@ -50,14 +56,22 @@ func New(ctx context.Context, cfg config.Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, client: client}
+	s := &Server{cfg: cfg, client: client, metrics: metrics.New()}
 	if err := s.build(ctx); err != nil {
 		client.Close()
 		return nil, err
 	}
+	if err := s.initMetrics(); err != nil {
+		client.Close()
+		return nil, err
+	}
+	if s.stream, err = newStreamService(cfg, streamRuntime{s}); err != nil {
+		client.Close()
+		return nil, err
+	}
 	s.grpc = grpc.NewServer(
-		grpc.ChainUnaryInterceptor(unaryInterceptor),
-		grpc.ChainStreamInterceptor(streamInterceptor),
+		grpc.ChainUnaryInterceptor(s.metricsUnary, unaryInterceptor),
+		grpc.ChainStreamInterceptor(s.metricsStream, streamInterceptor),
 	)
 	runtime.RegisterRuntimeServiceServer(s.grpc, s)
 	runtime.RegisterImageServiceServer(s.grpc, &imageService{s: s})
@@ -104,11 +118,13 @@ func (s *Server) build(ctx context.Context) error {
 		RegistryConfigDir: cfg.RegistryConfigDir,
 		Snapshotter:       cfg.Snapshotter,
 		Root:              cfg.Root,
+		ObservePull:       s.metrics.ObservePull,
 	})
 	nm, err := network.New(network.Config{
 		ConfDir:  cfg.CNIConfDir,
 		BinDirs:  cfg.CNIBinDirs(),
 		NetNSDir: filepath.Join(cfg.State, "netns"),
+		Observe:  s.metrics.ObserveCNI,
 	})
 	if err != nil {
 		return fmt.Errorf("set up pod networking: %w", err)
@@ -129,6 +145,8 @@ func (s *Server) build(ctx context.Context) error {
 		Snapshotter:  cfg.Snapshotter,
 		Runtime:      cfg.Runtime,
 	})
+	s.wireEvents()
+	s.features = detectFeatures()
 	// Sandboxes first: containers resolve their pod while recovering.
 	if err := s.sandboxes.Recover(ctx); err != nil {
 		return fmt.Errorf("recover pod sandboxes: %w", err)
@@ -151,14 +169,26 @@ func (s *Server) Serve(ctx context.Context) error {
 
 // ServeListener serves on l (for socket activation and tests).
 func (s *Server) ServeListener(ctx context.Context, l net.Listener) error {
+	stopHTTP, err := s.startHTTP()
+	if err != nil {
+		l.Close()
+		return err
+	}
+	defer stopHTTP()
 	errc := make(chan error, 1)
+	go s.stream.serve()
+	defer s.stream.stop()
 	go func() { errc <- s.grpc.Serve(l) }()
 	logrus.WithField("address", l.Addr().String()).Info("serving CRI")
+	// The socket is listening, so the kubelet's first call queues up
+	// rather than failing: ready now.
+	notifySystemd("READY=1")
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve CRI on %s: %w", l.Addr(), err)
 	case <-ctx.Done():
 	}
+	notifySystemd("STOPPING=1")
 	stopped := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(stopped) }()
 	select {
@@ -170,8 +200,13 @@ func (s *Server) ServeListener(ctx context.Context, l net.Listener) error {
 	return nil
 }
 
-// Close releases the containerd connection.
-func (s *Server) Close() error { return s.client.Close() }
+// Close releases the containerd connection and the streaming port.
+func (s *Server) Close() error {
+	if s.stream != nil {
+		s.stream.stop()
+	}
+	return s.client.Close()
+}
 
 // Listen creates the CRI unix socket, replacing a stale one, readable and
 // writable by root and its group only.

@@ -22,6 +22,7 @@ func main() {
 		Usage: "Kubernetes CRI runtime service on containerd",
 		Commands: []*cli.Command{
 			serveCommand(),
+			checkCommand(),
 			{
 				Name:  "version",
 				Usage: "print crishim's version",
@@ -76,6 +77,8 @@ func serveFlags() []cli.Flag {
 		&cli.StringFlag{Name: "log-format", Value: d.LogFormat, Usage: "logfmt or json"},
 		&cli.StringFlag{Name: "stream-address", Value: d.StreamAddress, Usage: "streaming server address"},
 		&cli.IntFlag{Name: "stream-port", Value: d.StreamPort, Usage: "streaming server port (0: free port)"},
+		&cli.StringFlag{Name: "metrics-address", Value: d.MetricsAddress, Usage: "Prometheus /metrics address (:port binds 127.0.0.1; empty: off)"},
+		&cli.StringFlag{Name: "debug-address", Value: d.DebugAddress, Usage: "net/http/pprof address (:port binds 127.0.0.1; empty: off)"},
 	}
 }
 
@@ -92,13 +95,26 @@ func serveCommand() *cli.Command {
 			if err := setupLogging(cfg.LogLevel, cfg.LogFormat); err != nil {
 				return err
 			}
+			// Taken first: it clears LISTEN_FDS so that no child inherits it.
+			activated, err := server.ActivatedListener()
+			if err != nil {
+				return err
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			srv, err := server.New(ctx, cfg)
 			if err != nil {
+				if activated != nil {
+					activated.Close()
+				}
 				return err
 			}
 			defer srv.Close()
+			if activated != nil {
+				// systemd owns the socket (crishim.socket): serve it as is.
+				logrus.WithField("address", activated.Addr().String()).Info("using the socket passed by systemd")
+				return srv.ServeListener(ctx, activated)
+			}
 			return srv.Serve(ctx)
 		},
 	}
@@ -127,6 +143,8 @@ func loadConfig(c *cli.Context) (config.Config, error) {
 		"log-level":            &cfg.LogLevel,
 		"log-format":           &cfg.LogFormat,
 		"stream-address":       &cfg.StreamAddress,
+		"metrics-address":      &cfg.MetricsAddress,
+		"debug-address":        &cfg.DebugAddress,
 	}
 	for name, field := range strs {
 		if c.IsSet(name) {

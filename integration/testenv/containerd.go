@@ -18,10 +18,11 @@ import (
 // Containerd is a private containerd daemon: its own root, state and socket,
 // its CRI plugin disabled so it cannot be mistaken for crishim.
 type Containerd struct {
-	Dir     string
-	Address string
-	LogPath string
-	d       *daemon
+	Dir      string
+	Address  string
+	LogPath  string
+	confPath string
+	d        *daemon
 }
 
 // StartContainerd starts containerd with everything under dir and waits
@@ -52,12 +53,22 @@ oom_score = 0
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
-	d, err := startDaemon("containerd", logPath, "containerd", "--config", confPath, "--log-level", "info")
-	if err != nil {
+	c.confPath = confPath
+	if err := c.startDaemon(); err != nil {
+		_ = c.Stop()
 		return nil, err
 	}
+	return c, nil
+}
+
+// startDaemon runs containerd on the written config and waits until it serves.
+func (c *Containerd) startDaemon() error {
+	d, err := startDaemon("containerd", c.LogPath, "containerd", "--config", c.confPath, "--log-level", "info")
+	if err != nil {
+		return err
+	}
 	c.d = d
-	err = poll(30*time.Second, 50*time.Millisecond, "containerd to serve on "+c.Address, func() (bool, error) {
+	return poll(30*time.Second, 50*time.Millisecond, "containerd to serve on "+c.Address, func() (bool, error) {
 		if err := d.exited(); err != nil {
 			return false, err
 		}
@@ -74,11 +85,29 @@ oom_score = 0
 		_, err = client.Version(ctx)
 		return err == nil, err
 	})
-	if err != nil {
-		_ = c.Stop()
-		return nil, err
+}
+
+// Restart stops the daemon with SIGTERM - leaving its shims and their
+// containers running, as a node's containerd upgrade does - calls during
+// (with containerd down) and starts it again on the same configuration.
+func (c *Containerd) Restart(during func() error) error {
+	if c.d == nil || c.d.exited() != nil {
+		return errors.New("containerd is not running")
 	}
-	return c, nil
+	if err := c.d.stop(15 * time.Second); err != nil {
+		return err
+	}
+	var errs []error
+	if during != nil {
+		errs = append(errs, during())
+	}
+	errs = append(errs, c.startDaemon())
+	return errors.Join(errs...)
+}
+
+// Shims lists the PIDs of the runc shims serving this containerd.
+func (c *Containerd) Shims() []int {
+	return processesWithArgs("containerd-shim-runc-v2", "-address", c.Address)
 }
 
 // Client connects to the daemon with ns as the default namespace.

@@ -98,6 +98,9 @@ type Crishim struct {
 
 	mu sync.Mutex
 	d  *daemon
+	// env is added to crishim's environment and extra to its command line
+	// at the next start.
+	env, extra []string
 }
 
 // StartCrishim starts crishim and waits until it answers Version.
@@ -129,14 +132,26 @@ func (c *Crishim) Args() []string {
 		"--registry-config-dir", c.cfg.RegistryConfigDir,
 		"--log-level", "debug",
 	}
-	return append(args, c.cfg.ExtraArgs...)
+	args = append(args, c.cfg.ExtraArgs...)
+	return append(args, c.extra...)
+}
+
+// SetExtraArgs sets further command-line arguments for the next start;
+// none clears them.
+func (c *Crishim) SetExtraArgs(args ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.extra = args
 }
 
 func (c *Crishim) start() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	fmt.Fprintf(logFile(c.cfg.LogPath), "=== harness: starting %s\n", strings.Join(c.Args(), " "))
-	d, err := startDaemon("crishim", c.cfg.LogPath, c.Args()...)
+	if len(c.env) > 0 {
+		fmt.Fprintf(logFile(c.cfg.LogPath), "=== harness: environment %s\n", strings.Join(c.env, " "))
+	}
+	d, err := startDaemonEnv("crishim", c.cfg.LogPath, c.env, c.Args()...)
 	if err != nil {
 		return err
 	}
@@ -187,6 +202,66 @@ func (c *Crishim) Restart() error {
 	return c.start()
 }
 
+// SetEnv sets the extra environment (KEY=value) of the next start, e.g.
+// fault points; none clears it.
+func (c *Crishim) SetEnv(env ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.env = env
+}
+
+// Start starts a stopped crishim and waits until it answers.
+func (c *Crishim) Start() error {
+	c.mu.Lock()
+	running := c.d != nil
+	c.mu.Unlock()
+	if running {
+		return errors.New("crishim is already running")
+	}
+	return c.start()
+}
+
+// Kill kills crishim with SIGKILL, as a crash would, and reaps it.
+func (c *Crishim) Kill() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.d == nil {
+		return errors.New("crishim is not running")
+	}
+	_ = c.d.cmd.Process.Kill()
+	<-c.d.done
+	c.d = nil
+	return nil
+}
+
+// WaitExit waits for crishim to exit by itself (a fault point) and returns
+// its exit code.
+func (c *Crishim) WaitExit(timeout time.Duration) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.d == nil {
+		return 0, errors.New("crishim is not running")
+	}
+	select {
+	case <-c.d.done:
+	case <-time.After(timeout):
+		return 0, fmt.Errorf("crishim still runs after %s", timeout)
+	}
+	code := c.d.cmd.ProcessState.ExitCode()
+	c.d = nil
+	return code, nil
+}
+
+// Pid is the running crishim's process ID (0 when stopped).
+func (c *Crishim) Pid() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.d == nil {
+		return 0
+	}
+	return c.d.cmd.Process.Pid
+}
+
 // Alive reports an error when crishim has exited behind the tests' back.
 func (c *Crishim) Alive() error {
 	c.mu.Lock()
@@ -199,6 +274,10 @@ func (c *Crishim) Alive() error {
 
 // LogPath is crishim's log file (all runs appended).
 func (c *Crishim) LogPath() string { return c.cfg.LogPath }
+
+// Binary is the crishim program this daemon runs, for tests that start
+// crishims of their own.
+func (c *Crishim) Binary() string { return c.cfg.Binary }
 
 // Dial connects to a CRI endpoint on a unix socket. The connection is lazy
 // and survives restarts of the server behind it.

@@ -26,6 +26,11 @@ type daemon struct {
 }
 
 func startDaemon(name, logPath string, argv ...string) (*daemon, error) {
+	return startDaemonEnv(name, logPath, nil, argv...)
+}
+
+// startDaemonEnv is startDaemon with extra environment variables.
+func startDaemonEnv(name, logPath string, env []string, argv ...string) (*daemon, error) {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("open %s log: %w", name, err)
@@ -34,6 +39,9 @@ func startDaemon(name, logPath string, argv ...string) (*daemon, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	// A group of its own keeps a Ctrl-C aimed at `go test` from killing the
 	// daemons before the harness has cleaned up behind them, and a parent
 	// death signal stops them if the test binary itself is killed.

@@ -1,0 +1,182 @@
+package container
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/containerd/containerd"
+	tasks "github.com/containerd/containerd/api/services/tasks/v1"
+	"github.com/containerd/containerd/errdefs"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crishim/crishim/stats"
+)
+
+// snapshotterRooter is the optional part of the image service that names
+// the filesystem writable layers live on.
+type snapshotterRooter interface {
+	SnapshotterRoot(ctx context.Context) string
+}
+
+func (m *Manager) snapshotter() string {
+	if m.cfg.Snapshotter == "" {
+		return containerd.DefaultSnapshotter
+	}
+	return m.cfg.Snapshotter
+}
+
+// Stats reports one container; a container without a running task has
+// attributes and its writable layer only.
+func (m *Manager) Stats(ctx context.Context, id string) (*runtime.ContainerStats, error) {
+	e, err := m.get(id)
+	if err != nil {
+		return nil, err
+	}
+	out, _, err := m.statsOf(m.nsCtx(ctx), []*entry{e})
+	if err != nil {
+		return nil, err
+	}
+	return out[0], nil
+}
+
+// ListStats reports the running containers matching filter.
+func (m *Manager) ListStats(ctx context.Context, filter *runtime.ContainerStatsFilter) ([]*runtime.ContainerStats, error) {
+	m.mu.RLock()
+	var entries []*entry
+	for _, e := range m.containers {
+		if statsFilterMatches(filter, e) {
+			entries = append(entries, e)
+		}
+	}
+	m.mu.RUnlock()
+	entries = runningOnly(entries)
+	out, _, err := m.statsOf(m.nsCtx(ctx), entries)
+	if err != nil {
+		return nil, err
+	}
+	m.rates().Forget(func(id string) bool {
+		_, err := m.get(id)
+		return err == nil
+	})
+	return out, nil
+}
+
+// PodStats reports the running containers of pod podID and the sum of
+// their cgroup samples, for pod stats.
+func (m *Manager) PodStats(ctx context.Context, podID string) ([]*runtime.ContainerStats, stats.Sample, error) {
+	out, samples, err := m.statsOf(m.nsCtx(ctx), runningOnly(m.podEntries(podID)))
+	var sum stats.Sample
+	for _, s := range samples {
+		sum = sum.Add(s)
+	}
+	return out, sum, err
+}
+
+func runningOnly(entries []*entry) []*entry {
+	out := entries[:0:0]
+	for _, e := range entries {
+		e.mu.Lock()
+		running := e.state == runtime.ContainerState_CONTAINER_RUNNING
+		e.mu.Unlock()
+		if running {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func statsFilterMatches(f *runtime.ContainerStatsFilter, e *entry) bool {
+	if f == nil {
+		return true
+	}
+	if f.GetId() != "" && !strings.HasPrefix(e.id, f.GetId()) {
+		return false
+	}
+	if f.GetPodSandboxId() != "" && !strings.HasPrefix(e.rec.SandboxId, f.GetPodSandboxId()) {
+		return false
+	}
+	labels := e.cfg.GetLabels()
+	for k, v := range f.GetLabelSelector() {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// statsOf asks containerd for the metrics of all entries in one call and
+// adds each writable layer's usage.
+func (m *Manager) statsOf(ctx context.Context, entries []*entry) ([]*runtime.ContainerStats, map[string]stats.Sample, error) {
+	if len(entries) == 0 {
+		return nil, nil, nil
+	}
+	filters := make([]string, len(entries))
+	for i, e := range entries {
+		filters[i] = "id==" + e.id
+	}
+	resp, err := m.client.TaskService().Metrics(ctx, &tasks.MetricsRequest{Filters: filters})
+	if err != nil {
+		return nil, nil, fmt.Errorf("task metrics: %w", errdefs.FromGRPC(err))
+	}
+	samples := map[string]stats.Sample{}
+	for _, mt := range resp.Metrics {
+		if mt.GetData() == nil {
+			continue
+		}
+		at := time.Now()
+		if ts := mt.GetTimestamp(); ts != nil {
+			at = ts.AsTime()
+		}
+		s, err := stats.Decode(mt.GetData().GetTypeUrl(), mt.GetData().GetValue(), at)
+		if err != nil {
+			m.log().WithError(err).WithField("container", mt.GetID()).Warn("decode task metrics")
+			continue
+		}
+		samples[mt.GetID()] = s
+	}
+	fsRoot := ""
+	if r, ok := m.images.(snapshotterRooter); ok {
+		fsRoot = r.SnapshotterRoot(ctx)
+	}
+	sn := m.client.SnapshotService(m.snapshotter())
+	out := make([]*runtime.ContainerStats, 0, len(entries))
+	for _, e := range entries {
+		cs := &runtime.ContainerStats{Attributes: &runtime.ContainerAttributes{
+			Id:          e.id,
+			Metadata:    e.cfg.GetMetadata(),
+			Labels:      e.cfg.GetLabels(),
+			Annotations: e.cfg.GetAnnotations(),
+		}}
+		if s, ok := samples[e.id]; ok {
+			cs.Cpu = s.CPUUsage(m.rates().Observe(e.id, s.At, s.CPU))
+			cs.Memory = s.MemoryUsageCRI()
+		}
+		now := time.Now()
+		if u, err := sn.Usage(ctx, e.id); err == nil {
+			cs.WritableLayer = &runtime.FilesystemUsage{
+				Timestamp:  now.UnixNano(),
+				FsId:       &runtime.FilesystemIdentifier{Mountpoint: fsRoot},
+				UsedBytes:  &runtime.UInt64Value{Value: uint64(max(u.Size, 0))},
+				InodesUsed: &runtime.UInt64Value{Value: uint64(max(u.Inodes, 0))},
+			}
+		} else if !errdefs.IsNotFound(err) {
+			m.log().WithError(err).WithField("container", e.id).Debug("writable layer usage")
+		}
+		out = append(out, cs)
+	}
+	return out, samples, nil
+}
+
+// ImageNames maps container IDs to the image names their clients used,
+// for metric labels.
+func (m *Manager) ImageNames() map[string]string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make(map[string]string, len(m.containers))
+	for id, e := range m.containers {
+		out[id] = e.rec.ImageName
+	}
+	return out
+}

@@ -1,0 +1,398 @@
+package container
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/cio"
+	"github.com/containerd/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/sirupsen/logrus"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// TerminalSize is a client terminal's size in character cells.
+type TerminalSize struct {
+	Width, Height uint16
+}
+
+// Streams are the client's ends of an interactive exec or an attach. A
+// nil stream is one the client did not ask for. With TTY the process has a
+// terminal, which carries both of its output streams on Stdout.
+type Streams struct {
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+	TTY    bool
+	// Resize delivers the client's terminal size changes; nil without a TTY.
+	Resize <-chan TerminalSize
+}
+
+// ExitError is an exec'd command that ran and exited non-zero.
+type ExitError struct {
+	Code int
+}
+
+func (e *ExitError) Error() string { return fmt.Sprintf("command exited with code %d", e.Code) }
+
+// initialSizeWait is how long a TTY exec waits for the client's terminal
+// size before starting without one.
+const initialSizeWait = 500 * time.Millisecond
+
+// attachBacklog bounds the output queued for one slow attach client.
+const attachBacklog = 4 << 20
+
+// Exec runs cmd in a running container wired to the client's streams and
+// returns when it exits: nil for exit code 0, an *ExitError for any other.
+// When ctx ends first (the client went away) the process is killed. The
+// process and its FIFOs are removed in every case.
+func (m *Manager) Exec(ctx context.Context, id string, cmd []string, s Streams) error {
+	if len(cmd) == 0 {
+		return fmt.Errorf("exec needs a command: %w", errdefs.ErrInvalidArgument)
+	}
+	ctx = m.nsCtx(ctx)
+	e, task, err := m.execTarget(ctx, id)
+	if err != nil {
+		return err
+	}
+	log := m.log().WithFields(logrus.Fields{"pod": e.rec.SandboxId, "container": e.id})
+
+	var stdin io.Reader
+	stdinEnded := make(chan struct{})
+	if s.Stdin != nil {
+		stdin = &endNotifier{r: s.Stdin, ended: stdinEnded}
+	}
+	opts := []cio.Opt{cio.WithStreams(stdin, s.Stdout, s.Stderr), cio.WithFIFODir(m.execFIFODir(e.id))}
+	if s.TTY {
+		opts = append(opts, cio.WithTerminal)
+	}
+	pspec := execSpec(e.currentSpec().Process, cmd, s.TTY)
+	if s.TTY && s.Resize != nil {
+		// Clients send their terminal's size as soon as the session opens;
+		// starting with it spares the command a 0x0 terminal.
+		select {
+		case size, ok := <-s.Resize:
+			if ok && size.Width > 0 && size.Height > 0 {
+				pspec.ConsoleSize = &specs.Box{Width: uint(size.Width), Height: uint(size.Height)}
+			}
+		case <-time.After(initialSizeWait):
+		}
+	}
+	process, err := task.Exec(ctx, newExecID(), pspec, cio.NewCreator(opts...))
+	if err != nil {
+		return fmt.Errorf("exec in container %s: %w", e.id, err)
+	}
+	defer m.reapExec(process, log)
+	exitCh, err := process.Wait(m.nsCtx(context.Background()))
+	if err != nil {
+		return fmt.Errorf("wait for exec in container %s: %w", e.id, err)
+	}
+	if err := process.Start(ctx); err != nil {
+		return fmt.Errorf("start exec in container %s: %w", e.id, err)
+	}
+
+	done := make(chan struct{})
+	var helpers sync.WaitGroup
+	defer helpers.Wait()
+	defer close(done)
+	if stdin != nil {
+		helpers.Add(1)
+		go func() {
+			defer helpers.Done()
+			select {
+			case <-stdinEnded:
+			case <-done:
+				return
+			}
+			// The client's EOF reaches the process only once the shim lets
+			// go of its own end of the stdin FIFO.
+			cctx, cancel := m.cleanupCtx()
+			defer cancel()
+			if err := process.CloseIO(cctx, containerd.WithStdinCloser); err != nil && !errdefs.IsNotFound(err) {
+				log.WithError(err).Debug("close exec stdin")
+			}
+		}()
+	}
+	if s.TTY && s.Resize != nil {
+		helpers.Add(1)
+		go func() {
+			defer helpers.Done()
+			forwardResize(done, s.Resize, func(size TerminalSize) error {
+				return process.Resize(ctx, uint32(size.Width), uint32(size.Height))
+			}, log)
+		}()
+	}
+
+	select {
+	case st := <-exitCh:
+		code, _, err := st.Result()
+		if err != nil {
+			return fmt.Errorf("wait for exec in container %s: %w", e.id, err)
+		}
+		// Everything the process wrote reaches the client before the status.
+		waitIO(process.IO(), 5*time.Second)
+		if code != 0 {
+			return &ExitError{Code: int(code)}
+		}
+		return nil
+	case <-ctx.Done():
+		m.killExec(process, exitCh, log)
+		return fmt.Errorf("exec in container %s: %w", e.id, ctx.Err())
+	}
+}
+
+// Attach connects the client's streams to a running container's main
+// process: its live output (the log file keeps receiving it too), its
+// stdin when the container was created with one, and its terminal size.
+// It returns when the container exits or the client goes away (ctx ends or
+// writing to it fails). With stdin_once, the end of the client's stdin
+// closes the container's stdin for good.
+func (m *Manager) Attach(ctx context.Context, id string, s Streams) error {
+	e, err := m.get(id)
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	tio := e.io
+	running := e.state == runtime.ContainerState_CONTAINER_RUNNING
+	e.mu.Unlock()
+	if !running || tio == nil {
+		return fmt.Errorf("container %s is not running: %w", e.id, errdefs.ErrFailedPrecondition)
+	}
+	log := m.log().WithFields(logrus.Fields{"pod": e.rec.SandboxId, "container": e.id})
+
+	q := newOutputQueue(attachBacklog)
+	unsubscribe, err := m.SubscribeOutput(e.id, q.push)
+	if err != nil {
+		return err
+	}
+	defer unsubscribe()
+	delivered := make(chan error, 1)
+	go func() { delivered <- q.deliver(s.Stdout, s.Stderr) }()
+
+	done := make(chan struct{})
+	defer close(done)
+	if s.Stdin != nil && e.cfg.GetStdin() && tio.pipes.Stdin != nil {
+		go m.feedStdin(e, tio, s.Stdin, log)
+	}
+	if s.TTY && s.Resize != nil && e.cfg.GetTty() {
+		go forwardResize(done, s.Resize, func(size TerminalSize) error {
+			return m.resizeTask(ctx, e.id, size)
+		}, log)
+	}
+
+	select {
+	case <-e.exited:
+		// The exit path drained the output into q before closing exited.
+		unsubscribe()
+		q.close()
+		select {
+		case <-delivered:
+		case <-ctx.Done():
+		case <-time.After(10 * time.Second):
+			log.Warn("attach client too slow to take the container's last output")
+		}
+		return nil
+	case err := <-delivered:
+		unsubscribe()
+		log.WithError(err).Debug("attach client stopped reading")
+		return nil
+	case <-ctx.Done():
+		unsubscribe()
+		q.close()
+		return nil
+	}
+}
+
+// feedStdin copies an attach client's input into the container's stdin.
+// It may outlive the attach while a write blocks on a container that does
+// not read; the container's exit closes the FIFO and ends it.
+func (m *Manager) feedStdin(e *entry, tio *taskIO, in io.Reader, log *logrus.Entry) {
+	_, err := io.Copy(stdinWriter{tio}, in)
+	if err != nil && !errors.Is(err, errStdinClosed) {
+		log.WithError(err).Debug("attach stdin copy ended")
+	}
+	if !e.cfg.GetStdinOnce() || !tio.stdinClosed.CompareAndSwap(false, true) {
+		return
+	}
+	tio.pipes.Stdin.Close()
+	ctx, cancel := m.cleanupCtx()
+	defer cancel()
+	c, err := m.client.LoadContainer(ctx, e.id)
+	if err == nil {
+		var task containerd.Task
+		if task, err = c.Task(ctx, nil); err == nil {
+			err = task.CloseIO(ctx, containerd.WithStdinCloser)
+		}
+	}
+	if err != nil && !errdefs.IsNotFound(err) {
+		log.WithError(err).Warn("close container stdin after the attach (stdin_once)")
+		return
+	}
+	log.Debug("closed container stdin after the attach (stdin_once)")
+}
+
+var errStdinClosed = errors.New("container stdin is closed")
+
+// stdinWriter writes to a container's stdin FIFO until stdin_once closed it.
+type stdinWriter struct{ tio *taskIO }
+
+func (w stdinWriter) Write(p []byte) (int, error) {
+	if w.tio.stdinClosed.Load() {
+		return 0, errStdinClosed
+	}
+	return w.tio.pipes.Stdin.Write(p)
+}
+
+// resizeTask sets the terminal size of a container's main process.
+func (m *Manager) resizeTask(ctx context.Context, id string, size TerminalSize) error {
+	ctx = m.nsCtx(ctx)
+	c, err := m.client.LoadContainer(ctx, id)
+	if err != nil {
+		return err
+	}
+	task, err := c.Task(ctx, nil)
+	if err != nil {
+		return err
+	}
+	return task.Resize(ctx, uint32(size.Width), uint32(size.Height))
+}
+
+// forwardResize applies each size from sizes until done or sizes closes.
+// A failed resize is not fatal: the session goes on at the old size.
+func forwardResize(done <-chan struct{}, sizes <-chan TerminalSize, apply func(TerminalSize) error, log *logrus.Entry) {
+	for {
+		select {
+		case <-done:
+			return
+		case size, ok := <-sizes:
+			if !ok {
+				return
+			}
+			if size.Width == 0 || size.Height == 0 {
+				continue
+			}
+			if err := apply(size); err != nil {
+				log.WithError(err).Debug("resize terminal")
+			}
+		}
+	}
+}
+
+// endNotifier closes ended when its reader reports EOF or an error: the
+// moment the client's stdin is over.
+type endNotifier struct {
+	r     io.Reader
+	ended chan struct{}
+	once  sync.Once
+}
+
+func (n *endNotifier) Read(p []byte) (int, error) {
+	c, err := n.r.Read(p)
+	if err != nil {
+		n.once.Do(func() { close(n.ended) })
+	}
+	return c, err
+}
+
+type outputChunk struct {
+	stream string
+	data   []byte
+}
+
+// outputQueue carries a container's output to one attach client. The log
+// copier publishes into it and must never wait for a client, so chunks
+// queue here up to limit bytes and any more are dropped, not blocked on.
+type outputQueue struct {
+	mu      sync.Mutex
+	chunks  []outputChunk
+	size    int
+	limit   int
+	dropped int
+	closed  bool
+	ready   chan struct{} // signalled on new data and on close
+}
+
+func newOutputQueue(limit int) *outputQueue {
+	return &outputQueue{limit: limit, ready: make(chan struct{}, 1)}
+}
+
+// push queues a copy of p; the caller reuses its buffer.
+func (q *outputQueue) push(stream string, p []byte) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return
+	}
+	if q.size+len(p) > q.limit {
+		q.dropped += len(p)
+		return
+	}
+	q.chunks = append(q.chunks, outputChunk{stream: stream, data: append([]byte(nil), p...)})
+	q.size += len(p)
+	q.signal()
+}
+
+// close ends the queue: deliver returns once what is queued went out.
+func (q *outputQueue) close() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.closed = true
+	q.signal()
+}
+
+func (q *outputQueue) signal() {
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+}
+
+// take waits for queued chunks; ok is false once the queue is closed and empty.
+func (q *outputQueue) take() (chunks []outputChunk, dropped int, ok bool) {
+	for {
+		q.mu.Lock()
+		chunks, dropped, closed := q.chunks, q.dropped, q.closed
+		q.chunks, q.size, q.dropped = nil, 0, 0
+		q.mu.Unlock()
+		if len(chunks) > 0 || dropped > 0 {
+			return chunks, dropped, true
+		}
+		if closed {
+			return nil, 0, false
+		}
+		<-q.ready
+	}
+}
+
+// deliver writes queued output to the client until the queue is closed
+// and empty (nil) or a write fails (the error). Output of a stream the
+// client did not ask for is discarded.
+func (q *outputQueue) deliver(stdout, stderr io.Writer) error {
+	for {
+		chunks, dropped, ok := q.take()
+		if !ok {
+			return nil
+		}
+		if dropped > 0 {
+			logrus.WithField("bytes", dropped).Warn("attach client too slow: dropped container output (the log file has it)")
+		}
+		for _, c := range chunks {
+			w := stdout
+			if c.stream == streamStderr {
+				w = stderr
+			}
+			if w == nil {
+				continue
+			}
+			if _, err := w.Write(c.data); err != nil {
+				return err
+			}
+		}
+	}
+}

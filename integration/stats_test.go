@@ -1,0 +1,245 @@
+//go:build linux
+
+package integration
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// busyCmd burns CPU and holds some memory until SIGTERM.
+var busyCmd = []string{"sh", "-c", `trap "exit 0" TERM; x=$(head -c 4000000 /dev/zero | tr '\0' a); while true; do i=0; while [ $i -lt 2000 ]; do i=$((i+1)); done; done`}
+
+// TestContainerAndPodStats checks that a container doing work shows CPU
+// time, a CPU rate once sampled twice, memory, and its writable layer; and
+// that its pod adds up its containers and reports its network.
+func TestContainerAndPodStats(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	pod := podConfig(t, "stats")
+	podID := c.runPod(pod)
+	cfg := containerConfig("busy", env.BusyboxImage, busyCmd...)
+	cfg.Labels = map[string]string{"stats": "yes"}
+	ctrID := c.startContainer(podID, pod, cfg)
+
+	var cs *runtime.ContainerStats
+	deadline := time.Now().Add(time.Minute)
+	for {
+		resp, err := c.rt.ContainerStats(rpcCtx(t), &runtime.ContainerStatsRequest{ContainerId: ctrID})
+		if err != nil {
+			t.Fatalf("ContainerStats: %v", err)
+		}
+		cs = resp.Stats
+		if cs.GetCpu().GetUsageNanoCores().GetValue() > 0 && cs.GetMemory().GetWorkingSetBytes().GetValue() > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no CPU rate or working set after a minute of work: %v", cs)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if cs.GetAttributes().GetId() != ctrID || cs.GetAttributes().GetMetadata().GetName() != "busy" || cs.GetAttributes().GetLabels()["stats"] != "yes" {
+		t.Errorf("attributes %v", cs.GetAttributes())
+	}
+	if cs.GetCpu().GetUsageCoreNanoSeconds().GetValue() == 0 || cs.GetCpu().GetTimestamp() == 0 {
+		t.Errorf("cpu %v", cs.GetCpu())
+	}
+	mem := cs.GetMemory()
+	if mem.GetUsageBytes().GetValue() < mem.GetWorkingSetBytes().GetValue() || mem.GetRssBytes().GetValue() == 0 || mem.GetTimestamp() == 0 {
+		t.Errorf("memory %v", mem)
+	}
+	if wl := cs.GetWritableLayer(); wl == nil || wl.GetFsId().GetMountpoint() == "" || wl.GetUsedBytes() == nil {
+		t.Errorf("writable layer %v", wl)
+	}
+
+	// Filters: by label and pod, and a mismatch.
+	list, err := c.rt.ListContainerStats(rpcCtx(t), &runtime.ListContainerStatsRequest{Filter: &runtime.ContainerStatsFilter{PodSandboxId: podID, LabelSelector: map[string]string{"stats": "yes"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Stats) != 1 || list.Stats[0].GetAttributes().GetId() != ctrID {
+		t.Errorf("filtered stats %v, want only %s", list.Stats, ctrID)
+	}
+	list, err = c.rt.ListContainerStats(rpcCtx(t), &runtime.ListContainerStatsRequest{Filter: &runtime.ContainerStatsFilter{PodSandboxId: podID, LabelSelector: map[string]string{"stats": "no"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Stats) != 0 {
+		t.Errorf("label mismatch still listed %d stats", len(list.Stats))
+	}
+
+	// Pod traffic: a connection attempt to the bridge's gateway (.1 of
+	// the pod's subnet) sends packets out of eth0.
+	ip := c.podStatus(podID).GetNetwork().GetIp()
+	gw := ip[:strings.LastIndex(ip, ".")] + ".1"
+	c.execSync(ctrID, 10, "sh", "-c", "wget -q -T 2 -O /dev/null http://"+gw+":9/ || true")
+	resp, err := c.rt.PodSandboxStats(rpcCtx(t), &runtime.PodSandboxStatsRequest{PodSandboxId: podID})
+	if err != nil {
+		t.Fatalf("PodSandboxStats: %v", err)
+	}
+	ps := resp.Stats
+	if ps.GetAttributes().GetId() != podID || ps.GetAttributes().GetMetadata().GetUid() != pod.Metadata.Uid {
+		t.Errorf("pod attributes %v", ps.GetAttributes())
+	}
+	lin := ps.GetLinux()
+	if len(lin.GetContainers()) != 1 || lin.GetContainers()[0].GetAttributes().GetId() != ctrID {
+		t.Errorf("pod containers %v", lin.GetContainers())
+	}
+	if lin.GetCpu().GetUsageCoreNanoSeconds().GetValue() < lin.GetContainers()[0].GetCpu().GetUsageCoreNanoSeconds().GetValue() {
+		t.Errorf("pod CPU %v below its container's", lin.GetCpu())
+	}
+	if lin.GetMemory().GetWorkingSetBytes().GetValue() == 0 {
+		t.Errorf("pod memory %v", lin.GetMemory())
+	}
+	// pause, sh and the sub-shells of the busy loop
+	if lin.GetProcess().GetProcessCount().GetValue() < 2 {
+		t.Errorf("pod process count %v", lin.GetProcess())
+	}
+	eth0 := lin.GetNetwork().GetDefaultInterface()
+	if eth0.GetName() != "eth0" || eth0.GetTxBytes().GetValue() == 0 {
+		t.Errorf("pod network %v, want eth0 with traffic", lin.GetNetwork())
+	}
+
+	all, err := c.rt.ListPodSandboxStats(rpcCtx(t), &runtime.ListPodSandboxStatsRequest{Filter: &runtime.PodSandboxStatsFilter{Id: podID}})
+	if err != nil || len(all.Stats) != 1 {
+		t.Fatalf("ListPodSandboxStats by id: %v, %d stats", err, len(all.GetStats()))
+	}
+
+	metrics, err := c.rt.ListPodSandboxMetrics(rpcCtx(t), &runtime.ListPodSandboxMetricsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, pm := range metrics.PodMetrics {
+		for _, cm := range pm.GetContainerMetrics() {
+			for _, m := range cm.GetMetrics() {
+				found = found || (cm.ContainerId == ctrID && m.Name == "container_memory_working_set_bytes" && m.GetValue().GetValue() > 0)
+			}
+		}
+	}
+	if !found {
+		t.Error("ListPodSandboxMetrics has no working set metric for the container")
+	}
+}
+
+// TestUpdateContainerResources changes a running container's memory
+// limit and reads it back from inside, and checks a created container's
+// spec takes the update.
+func TestUpdateContainerResources(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	pod := podConfig(t, "update")
+	podID := c.runPod(pod)
+	cfg := containerConfig("idle", env.BusyboxImage, idleCmd...)
+	cfg.Linux.Resources = &runtime.LinuxContainerResources{MemoryLimitInBytes: 64 << 20}
+	ctrID := c.startContainer(podID, pod, cfg)
+
+	limit := func() int64 {
+		res := c.execSync(ctrID, 10, "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+		v, err := strconv.ParseInt(strings.TrimSpace(string(res.Stdout)), 10, 64)
+		if err != nil {
+			t.Fatalf("memory.limit_in_bytes %q: %v", res.Stdout, err)
+		}
+		return v
+	}
+	if got := limit(); got != 64<<20 {
+		t.Fatalf("initial limit %d, want %d", got, 64<<20)
+	}
+	_, err := c.rt.UpdateContainerResources(rpcCtx(t), &runtime.UpdateContainerResourcesRequest{
+		ContainerId: ctrID,
+		Linux:       &runtime.LinuxContainerResources{MemoryLimitInBytes: 96 << 20, CpuShares: 512},
+	})
+	if err != nil {
+		t.Fatalf("UpdateContainerResources: %v", err)
+	}
+	if got := limit(); got != 96<<20 {
+		t.Errorf("limit after update %d, want %d", got, 96<<20)
+	}
+	if got := c.containerStatus(ctrID).GetResources().GetLinux(); got.GetMemoryLimitInBytes() != 96<<20 || got.GetCpuShares() != 512 {
+		t.Errorf("status resources %v", got)
+	}
+
+	created := c.createContainer(podID, pod, containerConfig("later", env.BusyboxImage, idleCmd...))
+	_, err = c.rt.UpdateContainerResources(rpcCtx(t), &runtime.UpdateContainerResourcesRequest{
+		ContainerId: created, Linux: &runtime.LinuxContainerResources{MemoryLimitInBytes: 80 << 20},
+	})
+	if err != nil {
+		t.Fatalf("UpdateContainerResources of a created container: %v", err)
+	}
+	if _, err := c.rt.StartContainer(rpcCtx(t), &runtime.StartContainerRequest{ContainerId: created}); err != nil {
+		t.Fatal(err)
+	}
+	res := c.execSync(created, 10, "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+	if strings.TrimSpace(string(res.Stdout)) != strconv.Itoa(80<<20) {
+		t.Errorf("created-then-updated container started with limit %q, want %d", res.Stdout, 80<<20)
+	}
+
+	_, err = c.rt.UpdateContainerResources(rpcCtx(t), &runtime.UpdateContainerResourcesRequest{ContainerId: "no-such-container", Linux: &runtime.LinuxContainerResources{}})
+	wantCode(t, "update of an absent container", err, codes.NotFound)
+}
+
+// TestReopenContainerLog rotates a running container's log the kubelet's
+// way: rename, then ReopenContainerLog; new output goes to a new file at
+// the original path and the old file stops growing.
+func TestReopenContainerLog(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	pod := podConfig(t, "reopen")
+	podID := c.runPod(pod)
+	cfg := containerConfig("talker", env.BusyboxImage, "sh", "-c", `trap "exit 0" TERM; while true; do echo tick; sleep 0.1; done`)
+	ctrID := c.startContainer(podID, pod, cfg)
+	path := filepath.Join(pod.LogDirectory, cfg.LogPath)
+	waitLog(t, path, 30*time.Second, func(l map[string][]string) bool { return len(l["stdout"]) > 0 })
+
+	rotated := path + ".1"
+	if err := os.Rename(path, rotated); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.rt.ReopenContainerLog(rpcCtx(t), &runtime.ReopenContainerLogRequest{ContainerId: ctrID}); err != nil {
+		t.Fatalf("ReopenContainerLog: %v", err)
+	}
+	waitLog(t, path, 30*time.Second, func(l map[string][]string) bool { return len(l["stdout"]) > 0 })
+	before, err := os.ReadFile(rotated)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The new file keeps growing while the rotated one does not.
+	waitLog(t, path, 30*time.Second, func(l map[string][]string) bool { return len(l["stdout"]) > 5 })
+	after, err := os.ReadFile(rotated)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) != len(before) {
+		t.Errorf("rotated log grew from %d to %d bytes after reopen", len(before), len(after))
+	}
+
+	// A symlink planted at the log path is not followed.
+	if err := os.Rename(path, path+".2"); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(t.TempDir(), "elsewhere")
+	if err := os.Symlink(target, path); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.rt.ReopenContainerLog(rpcCtx(t), &runtime.ReopenContainerLogRequest{ContainerId: ctrID})
+	if err == nil {
+		t.Error("ReopenContainerLog followed a symlink at the log path")
+	}
+	if _, serr := os.Stat(target); serr == nil {
+		t.Error("the symlink's target was created")
+	}
+	os.Remove(path)
+
+	if _, err := c.rt.StopContainer(rpcCtx(t), &runtime.StopContainerRequest{ContainerId: ctrID, Timeout: 10}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.rt.ReopenContainerLog(rpcCtx(t), &runtime.ReopenContainerLogRequest{ContainerId: ctrID})
+	wantCode(t, "reopen of a stopped container's log", err, codes.FailedPrecondition)
+}

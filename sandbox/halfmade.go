@@ -1,0 +1,175 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/errdefs"
+	"github.com/sirupsen/logrus"
+	"google.golang.org/protobuf/proto"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// runIntent is the journal entry of a Run in progress: enough to undo it
+// without its containerd record, which may not exist yet. The network
+// teardown (CNI DEL) needs the pod config for its port mappings.
+type runIntent struct {
+	ID        string
+	NetNSPath string `json:",omitempty"`
+	Config    []byte // proto-encoded PodSandboxConfig
+}
+
+func (m *Manager) writeIntent(in runIntent) error {
+	return m.journal.Write(in.ID, in)
+}
+
+func (in *runIntent) setConfig(cfg *runtime.PodSandboxConfig) error {
+	data, err := proto.Marshal(cfg)
+	if err != nil {
+		return fmt.Errorf("encode config of sandbox %s: %w", in.ID, err)
+	}
+	in.Config = data
+	return nil
+}
+
+// undoInterrupted tears down every sandbox whose Run a crash interrupted:
+// its pause task and container, its snapshot, its network attachment
+// (releasing the IP), its netns, shm mount and directories. A Run that did
+// not finish never told its client the ID, so nobody can be using it: the
+// kubelet retries and gets a fresh sandbox. An entry whose teardown fails
+// stays for the next start.
+func (m *Manager) undoInterrupted(ctx context.Context) {
+	ids, err := m.journal.Entries()
+	if err != nil {
+		logrus.WithError(err).Warn("read the sandbox journal")
+		return
+	}
+	for _, id := range ids {
+		log := m.logger(id)
+		var in runIntent
+		if err := m.journal.Read(id, &in); err != nil {
+			log.WithError(err).Warn("unreadable journal entry; undoing what its ID names")
+		}
+		cfg := &runtime.PodSandboxConfig{}
+		if err := proto.Unmarshal(in.Config, cfg); err != nil {
+			log.WithError(err).Warn("journal entry without a usable pod config")
+		}
+		if err := m.undoRun(ctx, id, in.NetNSPath, cfg); err != nil {
+			log.WithError(err).Error("could not undo a sandbox creation interrupted by a crash; will retry at next start")
+			continue
+		}
+		if err := m.journal.Remove(id); err != nil {
+			log.WithError(err).Warn("remove journal entry")
+		}
+		log.Warn("undid a sandbox creation interrupted by a crash")
+	}
+}
+
+func (m *Manager) undoRun(ctx context.Context, id, netnsPath string, cfg *runtime.PodSandboxConfig) error {
+	var errs []error
+	c, err := m.client.LoadContainer(ctx, id)
+	switch {
+	case err == nil:
+		if err := killPause(ctx, c); err != nil {
+			errs = append(errs, fmt.Errorf("delete pause task: %w", err))
+		} else if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete pause container: %w", err))
+		}
+	case errdefs.IsNotFound(err):
+		// The crash may have come between the snapshot and the container.
+		if err := m.client.SnapshotService(m.snapshotter()).Remove(ctx, id); err != nil && !errdefs.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("remove snapshot: %w", err))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("load pause container: %w", err))
+	}
+	if netnsPath != "" && m.net != nil {
+		if err := m.net.Teardown(ctx, id, netnsPath, cfg); err != nil {
+			errs = append(errs, err)
+		} else if err := m.net.RemoveNetNS(netnsPath); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if !hostIPC(cfg) {
+		if err := unmountShm(m.shmPathFor(id, cfg)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) == 0 {
+		for _, dir := range []string{m.podDir(id), m.stateDir(id)} {
+			if err := os.RemoveAll(dir); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Manager) snapshotter() string {
+	if m.cfg.Snapshotter == "" {
+		return containerd.DefaultSnapshotter
+	}
+	return m.cfg.Snapshotter
+}
+
+// finishInterruptedStops completes the stop of recovered pods whose pause
+// is gone but whose network is still attached: a StopPodSandbox that
+// crashed between killing the pause and the CNI DEL, or a pause that died
+// while crishim was down. Either way the pod can never be ready again, and
+// its IP address must go back to the pool now, not whenever the kubelet
+// gets round to it.
+func (m *Manager) finishInterruptedStops(ctx context.Context) {
+	m.mu.RLock()
+	var todo []*pod
+	for _, p := range m.pods {
+		if !p.ready && !p.stopped {
+			todo = append(todo, p)
+		}
+	}
+	m.mu.RUnlock()
+	for _, p := range todo {
+		p.op.Lock()
+		err := m.stopLocked(ctx, p)
+		p.op.Unlock()
+		if err != nil {
+			m.logger(p.id).WithError(err).Warn("finish the stop of a pod whose pause is gone")
+			continue
+		}
+		m.logger(p.id).Info("finished the stop of a pod whose pause is gone")
+	}
+}
+
+// removeOrphanNetNS deletes network namespaces in crishim's netns
+// directory that no pod owns: left by a crash between creating one and
+// journalling it.
+func (m *Manager) removeOrphanNetNS() {
+	if m.net == nil || m.net.NetNSDir() == "" {
+		return
+	}
+	dir := m.net.NetNSDir()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	owned := map[string]bool{}
+	m.mu.RLock()
+	for _, p := range m.pods {
+		owned[p.netnsPath] = true
+	}
+	m.mu.RUnlock()
+	for _, e := range entries {
+		path := filepath.Join(dir, e.Name())
+		if owned[path] {
+			continue
+		}
+		if err := m.net.RemoveNetNS(path); err != nil {
+			logrus.WithError(err).WithField("netns", path).Warn("remove orphan network namespace")
+			continue
+		}
+		logrus.WithField("netns", path).Warn("removed orphan network namespace")
+	}
+}

@@ -1,0 +1,114 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	tasks "github.com/containerd/containerd/api/services/tasks/v1"
+	"github.com/containerd/containerd/errdefs"
+	"google.golang.org/protobuf/proto"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crishim/crishim/stats"
+)
+
+// StatsIDs lists the ready pods matching filter, oldest first: a stopped
+// pod has no processes left to measure.
+func (m *Manager) StatsIDs(filter *runtime.PodSandboxStatsFilter) []string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var ps []*pod
+	for _, p := range m.pods {
+		if !p.ready {
+			continue
+		}
+		if f := filter.GetId(); f != "" && !strings.HasPrefix(p.id, f) {
+			continue
+		}
+		ok := true
+		for k, v := range filter.GetLabelSelector() {
+			if got, has := p.cfg.GetLabels()[k]; !has || got != v {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			ps = append(ps, p)
+		}
+	}
+	sort.Slice(ps, func(i, j int) bool { return ps[i].createdAt.Before(ps[j].createdAt) })
+	ids := make([]string, len(ps))
+	for i, p := range ps {
+		ids[i] = p.id
+	}
+	m.cpu.Forget(func(id string) bool {
+		_, ok := m.pods[id]
+		return ok
+	})
+	return ids
+}
+
+// Stats reports pod id: its CPU, memory and process count are the pause
+// container's plus those of its containers (given as their stats and the
+// sum of their samples), its network the pause's namespace's counters.
+func (m *Manager) Stats(ctx context.Context, id string, containers []*runtime.ContainerStats, containerSum stats.Sample) (*runtime.PodSandboxStats, error) {
+	p, err := m.lookup(id)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.RLock()
+	ready, pid, netns := p.ready, p.pid, p.netnsPath
+	attrs := &runtime.PodSandboxAttributes{
+		Id:          p.id,
+		Metadata:    proto.Clone(p.cfg.GetMetadata()).(*runtime.PodSandboxMetadata),
+		Labels:      copyMap(p.cfg.GetLabels()),
+		Annotations: copyMap(p.cfg.GetAnnotations()),
+	}
+	m.mu.RUnlock()
+
+	out := &runtime.PodSandboxStats{Attributes: attrs, Linux: &runtime.LinuxPodSandboxStats{Containers: containers}}
+	if !ready {
+		return out, nil
+	}
+	pause, err := m.pauseSample(m.withNS(ctx), p.id)
+	if err != nil {
+		return nil, err
+	}
+	total := pause.Add(containerSum)
+	if total.At.IsZero() {
+		total.At = time.Now()
+	}
+	out.Linux.Cpu = total.CPUUsage(m.cpu.Observe(p.id, total.At, total.CPU))
+	out.Linux.Memory = total.MemoryUsageCRI()
+	out.Linux.Process = &runtime.ProcessUsage{Timestamp: total.At.UnixNano(), ProcessCount: &runtime.UInt64Value{Value: total.Processes}}
+	if netns != "" && pid != 0 {
+		if net, err := stats.ReadNetDev(pid, time.Now()); err == nil {
+			out.Linux.Network = net
+		} else {
+			m.logger(p.id).WithError(err).Debug("pod network counters")
+		}
+	}
+	return out, nil
+}
+
+// pauseSample reads the pause container's cgroup through containerd.
+func (m *Manager) pauseSample(ctx context.Context, id string) (stats.Sample, error) {
+	resp, err := m.client.TaskService().Metrics(ctx, &tasks.MetricsRequest{Filters: []string{"id==" + id}})
+	if err != nil {
+		return stats.Sample{}, fmt.Errorf("metrics of pause container of pod %s: %w", id, errdefs.FromGRPC(err))
+	}
+	for _, mt := range resp.Metrics {
+		if mt.GetID() != id || mt.GetData() == nil {
+			continue
+		}
+		at := time.Now()
+		if ts := mt.GetTimestamp(); ts != nil {
+			at = ts.AsTime()
+		}
+		return stats.Decode(mt.GetData().GetTypeUrl(), mt.GetData().GetValue(), at)
+	}
+	return stats.Sample{At: time.Now()}, nil
+}
