@@ -67,7 +67,16 @@ func (m *Manager) Exec(ctx context.Context, id string, cmd []string, s Streams) 
 	if s.Stdin != nil {
 		stdin = &endNotifier{r: s.Stdin, ended: stdinEnded}
 	}
-	opts := []cio.Opt{cio.WithStreams(stdin, s.Stdout, s.Stderr), cio.WithFIFODir(m.execFIFODir(e.id))}
+	// The shim wants somewhere to put both outputs even when the client
+	// wants neither.
+	stdout, stderr := s.Stdout, s.Stderr
+	if stdout == nil {
+		stdout = io.Discard
+	}
+	if stderr == nil && !s.TTY {
+		stderr = io.Discard
+	}
+	opts := []cio.Opt{cio.WithStreams(stdin, stdout, stderr), cio.WithFIFODir(m.execFIFODir(e.id))}
 	if s.TTY {
 		opts = append(opts, cio.WithTerminal)
 	}

@@ -430,6 +430,9 @@ type Local struct {
 	Ref string
 	// Config is the image's OCI config (entrypoint, cmd, env, user, stop signal...).
 	Config ImageConfig
+	// ChainID names the image's top layer snapshot (the parent of every
+	// container rootfs); empty when unknown.
+	ChainID digest.Digest
 }
 
 // ImageConfig is the part of an OCI image config that container creation uses.
@@ -459,7 +462,7 @@ func (s *Service) Get(ctx context.Context, ref string) (*Local, error) {
 	if err := s.ensureUnpacked(ctx, img); err != nil {
 		return nil, err
 	}
-	local := &Local{Image: img, ID: info.id.String(), Ref: rec.Name, Config: info.config}
+	local := &Local{Image: img, ID: info.id.String(), Ref: rec.Name, Config: info.config, ChainID: info.chainID}
 	if _, isID := parseID(rec.Name); isID {
 		local.Ref = rec.Labels[refLabel]
 		if local.Ref == "" {

@@ -5,6 +5,7 @@ package integration
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -33,31 +34,43 @@ const (
 )
 
 // spdyDial upgrades a POST to rawURL to a SPDY connection with protocol.
-func spdyDial(rawURL, protocol string) (httpstream.Connection, error) {
+// raw is the TCP connection under it, for cutting it off abruptly the way
+// a client that dies does (closing conn waits for the streams to finish).
+func spdyDial(rawURL, protocol string) (conn httpstream.Connection, raw net.Conn, err error) {
+	var mu sync.Mutex
 	rt, err := spdy.NewRoundTripperWithConfig(spdy.RoundTripperConfig{
-		Proxier: func(*http.Request) (*url.URL, error) { return nil, nil },
+		UpgradeTransport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, network, addr)
+			mu.Lock()
+			raw = c
+			mu.Unlock()
+			return c, err
+		}},
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	req, err := http.NewRequest(http.MethodPost, rawURL, nil)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	req.Header.Set(httpstream.HeaderProtocolVersion, protocol)
 	resp, err := rt.RoundTrip(req)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	conn, err := rt.NewConnection(resp)
-	if err != nil {
-		return nil, err
+	mu.Lock()
+	defer mu.Unlock()
+	if conn, err = rt.NewConnection(resp); err != nil {
+		raw.Close()
+		return nil, nil, err
 	}
 	if got := resp.Header.Get(httpstream.HeaderProtocolVersion); got != protocol {
-		conn.Close()
-		return nil, fmt.Errorf("server chose protocol %q, want %q", got, protocol)
+		raw.Close()
+		return nil, nil, fmt.Errorf("server chose protocol %q, want %q", got, protocol)
 	}
-	return conn, nil
+	return conn, raw, nil
 }
 
 // terminalSize is remotecommand's resize message.
@@ -70,8 +83,8 @@ type terminalSize struct {
 // it opens must match the request the URL was made for.
 type session struct {
 	stdin          bool
-	input          string        // written to stdin, which is then closed
-	inputAfter     func() error  // waited for before writing input
+	input          string       // written to stdin, which is then closed
+	inputAfter     func() error // waited for before writing input
 	stdout, stderr bool
 	tty            bool
 	size           *terminalSize // sent on the resize stream (tty only)
@@ -120,11 +133,11 @@ func newStream(conn httpstream.Connection, typ string) (httpstream.Stream, error
 // runSession runs one exec or attach session at rawURL to its end.
 func runSession(rawURL string, s session) (sessionResult, error) {
 	var res sessionResult
-	conn, err := spdyDial(rawURL, execProtocol)
+	conn, raw, err := spdyDial(rawURL, execProtocol)
 	if err != nil {
 		return res, err
 	}
-	defer conn.Close()
+	defer raw.Close()
 	errStream, err := newStream(conn, "error")
 	if err != nil {
 		return res, err
@@ -280,7 +293,7 @@ func TestStreamingExec(t *testing.T) {
 	}
 
 	// A client that goes away takes its process with it.
-	conn, err := spdyDial(execURL(&runtime.ExecRequest{Cmd: []string{"sleep", "3217"}, Stdout: true}), execProtocol)
+	conn, raw, err := spdyDial(execURL(&runtime.ExecRequest{Cmd: []string{"sleep", "3217"}, Stdout: true}), execProtocol)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,7 +304,7 @@ func TestStreamingExec(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitPS(t, c, ctrID, "sleep 3217", true)
-	conn.Close()
+	raw.Close()
 	waitPS(t, c, ctrID, "sleep 3217", false)
 
 	// Exec needs a command and a running container.
@@ -424,11 +437,11 @@ func TestStreamingAttachTTY(t *testing.T) {
 // request, half-closes, and returns all the pod sent back and any error
 // message from the server.
 func portForward(rawURL string, port int, request string) (reply, errMsg string, err error) {
-	conn, err := spdyDial(rawURL, portForwardProtocol)
+	conn, raw, err := spdyDial(rawURL, portForwardProtocol)
 	if err != nil {
 		return "", "", err
 	}
-	defer conn.Close()
+	defer raw.Close()
 	h := http.Header{}
 	h.Set("streamType", "error")
 	h.Set("port", strconv.Itoa(port))

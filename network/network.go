@@ -120,7 +120,7 @@ func (m *Manager) Setup(ctx context.Context, id, netnsPath string, pod *runtime.
 		if derr := remove(delCtx, cni, id, netnsPath, opts); derr != nil {
 			logrus.WithError(derr).WithField("pod", id).Warn("release network after CNI ADD without IP")
 		}
-		return nil, fmt.Errorf("CNI ADD for pod %s returned no IP address", id)
+		return nil, fmt.Errorf("CNI ADD for pod %s returned no IP address: %w", id, errdefs.ErrFailedPrecondition)
 	}
 	return &Result{IP: ip, AdditionalIPs: extra}, nil
 }

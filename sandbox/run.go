@@ -223,9 +223,8 @@ func (m *Manager) createPause(ctx context.Context, p *pod, undo *undoStack) (con
 	if snapshotter == "" {
 		snapshotter = containerd.DefaultSnapshotter
 	}
-	if err := ensureUnpacked(ctx, local.Image, snapshotter); err != nil {
-		return nil, err
-	}
+	// The image service unpacked it when it resolved it; local.WithNewSnapshot
+	// unpacks again should the layers have gone since.
 	img, err := processImageOf(ctx, local)
 	if err != nil {
 		return nil, err
@@ -260,7 +259,7 @@ func (m *Manager) createPause(ctx context.Context, p *pod, undo *undoStack) (con
 	}
 	container, err := m.client.NewContainer(ctx, p.id,
 		containerd.WithSnapshotter(snapshotter),
-		containerd.WithNewSnapshot(p.id, local.Image),
+		local.WithNewSnapshot(p.id, snapshotter),
 		containerd.WithImageName(local.Image.Name()),
 		containerd.WithRuntime(rt, runtimeOpts),
 		containerd.WithContainerLabels(map[string]string{LabelKind: KindSandbox}),
@@ -303,20 +302,6 @@ func (m *Manager) startPause(ctx context.Context, c containerd.Container, undo *
 		return nil, nil, nil, fmt.Errorf("start pause container for pod %s: %w", c.ID(), err)
 	}
 	return task, exitCh, cancelWait, nil
-}
-
-func ensureUnpacked(ctx context.Context, img containerd.Image, snapshotter string) error {
-	ok, err := img.IsUnpacked(ctx, snapshotter)
-	if err != nil {
-		return fmt.Errorf("check sandbox image %s unpacked: %w", img.Name(), err)
-	}
-	if ok {
-		return nil
-	}
-	if err := img.Unpack(ctx, snapshotter); err != nil {
-		return fmt.Errorf("unpack sandbox image %s: %w", img.Name(), err)
-	}
-	return nil
 }
 
 // processImageOf takes the pause process from the image service's view of

@@ -25,19 +25,36 @@ type Containerd struct {
 	d        *daemon
 }
 
+// ContainerdOptions vary a private containerd.
+type ContainerdOptions struct {
+	// CRIConfig, when set, enables containerd's own CRI plugin with these
+	// TOML tables (the benchmark's reference runtime); otherwise the
+	// plugin is disabled.
+	CRIConfig string
+}
+
 // StartContainerd starts containerd with everything under dir and waits
 // until it serves its API.
 func StartContainerd(dir, logPath string) (*Containerd, error) {
+	return StartContainerdWith(dir, logPath, ContainerdOptions{})
+}
+
+// StartContainerdWith is StartContainerd with options.
+func StartContainerdWith(dir, logPath string, opts ContainerdOptions) (*Containerd, error) {
 	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return nil, err
 	}
 	c := &Containerd{Dir: dir, Address: filepath.Join(dir, "containerd.sock"), LogPath: logPath}
 	// oom_score = 0 keeps containerd from lowering its own oom_score_adj,
 	// which needs CAP_SYS_RESOURCE these machines lack.
+	disabled := `disabled_plugins = ["io.containerd.grpc.v1.cri"]`
+	if opts.CRIConfig != "" {
+		disabled = ""
+	}
 	conf := fmt.Sprintf(`version = 2
 root = %q
 state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+%s
 oom_score = 0
 
 [grpc]
@@ -48,7 +65,8 @@ oom_score = 0
 
 [plugins."io.containerd.internal.v1.opt"]
   path = %q
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.Address, c.Address+".ttrpc", filepath.Join(dir, "opt"))
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), disabled, c.Address, c.Address+".ttrpc", filepath.Join(dir, "opt"))
+	conf += opts.CRIConfig
 	confPath := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		return nil, err
@@ -103,6 +121,14 @@ func (c *Containerd) Restart(during func() error) error {
 	}
 	errs = append(errs, c.startDaemon())
 	return errors.Join(errs...)
+}
+
+// Pid is the running daemon's process ID (0 when stopped).
+func (c *Containerd) Pid() int {
+	if c.d == nil || c.d.exited() != nil {
+		return 0
+	}
+	return c.d.cmd.Process.Pid
 }
 
 // Shims lists the PIDs of the runc shims serving this containerd.

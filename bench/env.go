@@ -1,0 +1,319 @@
+//go:build linux
+
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crishim/crishim/integration/testenv"
+)
+
+// Namespaces of the two runtimes on the shared containerd. containerd's
+// CRI plugin always uses k8s.io.
+const (
+	NamespaceContainerdCRI = "k8s.io"
+	NamespaceCrishim       = "crishim-bench"
+)
+
+// Env is the benchmark's private world: one containerd with its CRI
+// plugin enabled, a registry with busybox and pause, one CNI network per
+// runtime, and crishim on the same containerd.
+type Env struct {
+	Dir    string
+	RunDir string // tmpfs: the CRI plugin's runc state
+
+	Registry   *testenv.Registry
+	Containerd *testenv.Containerd
+	Crishim    *testenv.Crishim
+	NetA, NetB *testenv.Network
+
+	Image, SandboxImage string
+	// DebugAddress is crishim's pprof endpoint.
+	DebugAddress string
+}
+
+// EnvOptions say how to build the environment.
+type EnvOptions struct {
+	RepoRoot string
+	// CrishimBinary is used as is when set; otherwise crishim is built.
+	CrishimBinary string
+	Progress      io.Writer
+}
+
+// criConfig is containerd 1.6's CRI plugin set up as the critest
+// reference is on this machine (restrict_oom_score_adj, registry hosts
+// directory, cgroupfs), with its own CNI directory and pause image.
+func criConfig(sandboxImage, cniDir, certsDir, runcRoot string) string {
+	return fmt.Sprintf(`
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = %q
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  enable_selinux = false
+  netns_mounts_under_state_dir = true
+  restrict_oom_score_adj = true
+
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        Root = %q
+
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = %q
+    conf_dir = %q
+    max_conf_num = 1
+
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = %q
+`, sandboxImage, runcRoot, testenv.CNIBinDir, cniDir, certsDir)
+}
+
+// SetupEnv starts everything; on failure what was started is torn down.
+func SetupEnv(opts EnvOptions) (_ *Env, retErr error) {
+	if err := testenv.RequireBinaries(); err != nil {
+		return nil, err
+	}
+	progress := opts.Progress
+	if progress == nil {
+		progress = io.Discard
+	}
+	dir, err := os.MkdirTemp("/var/tmp", "crishim-bench-")
+	if err != nil {
+		return nil, err
+	}
+	e := &Env{Dir: dir}
+	defer func() {
+		if retErr != nil {
+			if err := e.Teardown(true); err != nil {
+				retErr = fmt.Errorf("%w\n(teardown: %v)", retErr, err)
+			}
+			retErr = fmt.Errorf("%w\n(logs kept in %s)", retErr, filepath.Join(e.Dir, "logs"))
+		}
+	}()
+	if e.RunDir, err = os.MkdirTemp("/run", "crishim-bench-"); err != nil {
+		return nil, err
+	}
+	logs := filepath.Join(dir, "logs")
+	if err := os.MkdirAll(logs, 0o755); err != nil {
+		return nil, err
+	}
+
+	bin := opts.CrishimBinary
+	if bin == "" {
+		bin = filepath.Join(dir, "bin", "crishim")
+		fmt.Fprintln(progress, "building crishim")
+		if err := testenv.BuildCrishim(opts.RepoRoot, bin, false); err != nil {
+			return nil, err
+		}
+	}
+	pauseBin, err := testenv.BuildPause(opts.RepoRoot)
+	if err != nil {
+		return nil, err
+	}
+
+	fmt.Fprintln(progress, "starting the registry and pushing busybox and pause")
+	if e.Registry, err = testenv.StartRegistry(filepath.Join(dir, "registry"), filepath.Join(logs, "registry.log")); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	busybox, err := testenv.BusyboxImage(testenv.ImageOptions{})
+	if err != nil {
+		return nil, err
+	}
+	if err := e.Registry.Push(ctx, "busybox", "bench", busybox); err != nil {
+		return nil, err
+	}
+	pause, err := testenv.PauseImage(pauseBin)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.Registry.Push(ctx, "crishim/pause", "bench", pause); err != nil {
+		return nil, err
+	}
+	e.Image = testenv.RegistryAlias + "/busybox:bench"
+	e.SandboxImage = testenv.RegistryAlias + "/crishim/pause:bench"
+	certs := filepath.Join(dir, "certs.d")
+	if err := testenv.WriteRegistryHosts(certs, e.Registry.Host, testenv.RegistryAlias); err != nil {
+		return nil, err
+	}
+
+	if e.NetA, err = testenv.WriteNetwork(filepath.Join(dir, "cni-a")); err != nil {
+		return nil, err
+	}
+	for {
+		if e.NetB, err = testenv.WriteNetwork(filepath.Join(dir, "cni-b")); err != nil {
+			return nil, err
+		}
+		// Neither bridge exists yet, so WriteNetwork cannot see the
+		// other's subnet: compare here.
+		if !e.NetB.Subnet.Contains(e.NetA.Subnet.IP) && e.NetB.Bridge != e.NetA.Bridge {
+			break
+		}
+		_ = os.RemoveAll(e.NetB.ConfDir)
+	}
+
+	fmt.Fprintln(progress, "starting containerd with its CRI plugin")
+	e.Containerd, err = testenv.StartContainerdWith(filepath.Join(dir, "containerd"), filepath.Join(logs, "containerd.log"),
+		testenv.ContainerdOptions{CRIConfig: criConfig(e.SandboxImage, e.NetA.ConfDir, certs, filepath.Join(e.RunDir, "runc"))})
+	if err != nil {
+		return nil, err
+	}
+	if err := waitCRI(e.Containerd.Address, 30*time.Second); err != nil {
+		return nil, fmt.Errorf("containerd's CRI plugin: %w\n%s", err, testenv.Tail(filepath.Join(logs, "containerd.log"), 30))
+	}
+
+	port, err := testenv.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	e.DebugAddress = fmt.Sprintf("127.0.0.1:%d", port)
+	fmt.Fprintln(progress, "starting crishim")
+	root := filepath.Join(dir, "crishim")
+	for _, d := range []string{filepath.Join(root, "root"), filepath.Join(root, "state")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	e.Crishim, err = testenv.StartCrishim(testenv.CrishimConfig{
+		Binary:              bin,
+		Dir:                 root,
+		ContainerdAddress:   e.Containerd.Address,
+		ContainerdNamespace: NamespaceCrishim,
+		Root:                filepath.Join(root, "root"),
+		State:               filepath.Join(root, "state"),
+		CNIConfDir:          e.NetB.ConfDir,
+		RegistryConfigDir:   certs,
+		LogPath:             filepath.Join(logs, "crishim.log"),
+		// The harness asks for debug logs; a benchmark runs as a node
+		// would, and containerd logs at info too.
+		ExtraArgs: []string{"--log-level", "info", "--sandbox-image", e.SandboxImage, "--debug-address", e.DebugAddress},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// waitCRI waits until the CRI service on socket reports its runtime and
+// network ready.
+func waitCRI(socket string, timeout time.Duration) error {
+	conn, err := dial(socket)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	rt := runtime.NewRuntimeServiceClient(conn)
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		resp, err := rt.Status(ctx, &runtime.StatusRequest{})
+		cancel()
+		if err == nil {
+			ready := 0
+			for _, c := range resp.GetStatus().GetConditions() {
+				if c.Status {
+					ready++
+				}
+			}
+			if ready >= 2 {
+				return nil
+			}
+			err = fmt.Errorf("status %v", resp.GetStatus().GetConditions())
+		}
+		last = err
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("not ready after %s: %w", timeout, last)
+}
+
+// Endpoints are the two runtimes as the benchmark sees them.
+func (e *Env) Endpoints() (a, b Endpoint) {
+	a = Endpoint{Name: "containerd 1.6 CRI plugin", Socket: e.Containerd.Address, PID: e.Containerd.Pid(), ShimNamespace: NamespaceContainerdCRI}
+	b = Endpoint{Name: "crishim", Socket: e.Crishim.Socket, PID: e.Crishim.Pid(), ShimNamespace: NamespaceCrishim}
+	return a, b
+}
+
+// CPUProfile fetches a CPU profile of crishim over seconds into path.
+func (e *Env) CPUProfile(path string, seconds int) error {
+	client := &http.Client{Timeout: time.Duration(seconds+30) * time.Second}
+	resp, err := client.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", e.DebugAddress, seconds))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("pprof: %s", resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// Teardown stops crishim, containerd (killing any task left) and the
+// registry, removes both CNI networks and every file but, with keepLogs,
+// the logs.
+func (e *Env) Teardown(keepLogs bool) error {
+	var errs []error
+	if e.Crishim != nil {
+		errs = append(errs, e.Crishim.Stop())
+	}
+	if e.Containerd != nil {
+		errs = append(errs, e.Containerd.Stop())
+	}
+	if e.Registry != nil {
+		errs = append(errs, e.Registry.Stop())
+	}
+	for _, n := range []*testenv.Network{e.NetA, e.NetB} {
+		if n != nil {
+			errs = append(errs, n.Cleanup())
+		}
+	}
+	for _, d := range []string{e.Dir, e.RunDir} {
+		if d == "" {
+			continue
+		}
+		mounts, err := testenv.MountsUnder(d)
+		errs = append(errs, err)
+		for _, m := range mounts {
+			if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
+				errs = append(errs, fmt.Errorf("unmount %s: %w", m, err))
+			}
+		}
+		if keepLogs && d == e.Dir {
+			entries, _ := os.ReadDir(d)
+			for _, ent := range entries {
+				if ent.Name() != "logs" {
+					errs = append(errs, os.RemoveAll(filepath.Join(d, ent.Name())))
+				}
+			}
+			continue
+		}
+		errs = append(errs, os.RemoveAll(d))
+	}
+	return errors.Join(errs...)
+}
+

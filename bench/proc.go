@@ -1,0 +1,99 @@
+package bench
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// clockTick is USER_HZ, the unit of /proc/<pid>/stat CPU times; 100 on
+// every Linux architecture Go supports.
+const clockTick = 10 * time.Millisecond
+
+// ProcUsage is what a process has used so far.
+type ProcUsage struct {
+	RSS int64         // bytes resident now
+	CPU time.Duration // user + system time since it started
+}
+
+// ReadUsage reads a process's resident set and CPU time from /proc.
+func ReadUsage(pid int) (ProcUsage, error) {
+	if pid <= 0 {
+		return ProcUsage{}, fmt.Errorf("no process (pid %d)", pid)
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return ProcUsage{}, err
+	}
+	var u ProcUsage
+	for _, line := range strings.Split(string(status), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			u.RSS = kb << 10
+		}
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ProcUsage{}, err
+	}
+	cpu, err := parseStatCPU(string(stat))
+	if err != nil {
+		return ProcUsage{}, fmt.Errorf("pid %d: %w", pid, err)
+	}
+	u.CPU = cpu
+	return u, nil
+}
+
+// parseStatCPU adds utime and stime (fields 14 and 15) of a stat line. The
+// command name (field 2) may hold spaces and parentheses, so fields are
+// counted from its closing parenthesis.
+func parseStatCPU(stat string) (time.Duration, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("malformed stat %q", stat)
+	}
+	f := strings.Fields(stat[i+1:])
+	// f[0] is field 3 (state); utime is field 14, stime field 15.
+	if len(f) < 13 {
+		return 0, fmt.Errorf("short stat %q", stat)
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("malformed stat times %q %q", f[11], f[12])
+	}
+	return time.Duration(ut+st) * clockTick, nil
+}
+
+// ShimUsage sums the resident sets of the runc shims serving containerd
+// namespace ns (their command line names it) and counts them.
+func ShimUsage(ns string) (count int, rss int64) {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || len(raw) == 0 {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
+		if filepath.Base(args[0]) != "containerd-shim-runc-v2" {
+			continue
+		}
+		for i := 1; i+1 < len(args); i++ {
+			if args[i] == "-namespace" && args[i+1] == ns {
+				count++
+				if u, err := ReadUsage(pid); err == nil {
+					rss += u.RSS
+				}
+				break
+			}
+		}
+	}
+	return count, rss
+}

@@ -1,0 +1,158 @@
+// Command crishim-bench runs identical CRI workloads against two runtimes,
+// interleaved, and prints a table of their ratios. Without --a and --b it
+// builds its own world (see bench.SetupEnv): containerd with its CRI
+// plugin as A and crishim on the same containerd as B.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/crishim/crishim/bench"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "crishim-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var (
+		cfg         bench.Config
+		out         = flag.String("out", "", "also write the table (Markdown) to this file")
+		repo        = flag.String("repo", ".", "crishim repository (builds crishim and pause)")
+		binary      = flag.String("crishim", "", "crishim binary to run (empty: build it)")
+		profile     = flag.String("cpuprofile", "", "write a CPU profile of crishim, taken from the first B round on, to this file")
+		profileSecs = flag.Int("profile-seconds", 30, "length of the -cpuprofile profile")
+		quick       = flag.Bool("quick", false, "small rounds unless set otherwise: 10 lifecycles, 16 at c=8, 2 ignorer stops, 20 pods for density")
+		a           = flag.String("a", "", "socket of endpoint A (external mode; needs -b)")
+		b           = flag.String("b", "", "socket of endpoint B (external mode)")
+		aPID        = flag.Int("a-pid", 0, "external mode: PID serving A")
+		bPID        = flag.Int("b-pid", 0, "external mode: PID serving B")
+		ctrdPID     = flag.Int("containerd-pid", 0, "external mode: PID of the containerd behind both")
+		aNS         = flag.String("a-namespace", bench.NamespaceContainerdCRI, "external mode: containerd namespace of A's pods")
+		bNS         = flag.String("b-namespace", "crishim", "external mode: containerd namespace of B's pods")
+		image       = flag.String("image", "", "external mode: container image with sh and sleep")
+		pause       = flag.String("sandbox-image", "", "external mode: pause image to pull into both beforehand")
+		logDir      = flag.String("log-dir", "", "external mode: directory for pod logs")
+	)
+	flag.IntVar(&cfg.Rounds, "rounds", 2, "rounds per endpoint, interleaved A B B A ...")
+	flag.IntVar(&cfg.Pods, "pods", 20, "full lifecycles per round at concurrency 1")
+	flag.IntVar(&cfg.ConcurrentPods, "concurrent-pods", 32, "full lifecycles per round at -concurrency")
+	flag.IntVar(&cfg.Concurrency, "concurrency", 8, "parallel lifecycles in the concurrent part")
+	flag.IntVar(&cfg.IgnorerStops, "ignorer-stops", 3, "SIGTERM-ignoring containers stopped per round")
+	flag.Int64Var(&cfg.StopTimeout, "stop-timeout", 2, "StopContainer timeout (s) for the SIGTERM ignorer")
+	flag.IntVar(&cfg.DensityPods, "density", 100, "running pods at which RSS is measured (0: skip)")
+	flag.Parse()
+	if *quick {
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		for name, v := range map[string]*int{"pods": &cfg.Pods, "concurrent-pods": &cfg.ConcurrentPods, "ignorer-stops": &cfg.IgnorerStops, "density": &cfg.DensityPods} {
+			if !set[name] {
+				*v = map[string]int{"pods": 10, "concurrent-pods": 16, "ignorer-stops": 2, "density": 20}[name]
+			}
+		}
+	}
+	cfg.Progress = os.Stderr
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	var env *bench.Env
+	// The logs go with the rest unless the run fails.
+	keepLogs := true
+	switch {
+	case *a != "" && *b != "":
+		cfg.A = bench.Endpoint{Name: "A", Socket: *a, PID: *aPID, ShimNamespace: *aNS}
+		cfg.B = bench.Endpoint{Name: "B", Socket: *b, PID: *bPID, ShimNamespace: *bNS}
+		cfg.ContainerdPID, cfg.Image, cfg.SandboxImage = *ctrdPID, *image, *pause
+		if cfg.Image == "" || *logDir == "" {
+			return fmt.Errorf("external mode needs -image and -log-dir")
+		}
+		cfg.LogDir = *logDir
+	case *a != "" || *b != "":
+		return fmt.Errorf("give both -a and -b, or neither")
+	default:
+		root, err := filepath.Abs(*repo)
+		if err != nil {
+			return err
+		}
+		env, err = bench.SetupEnv(bench.EnvOptions{RepoRoot: root, CrishimBinary: *binary, Progress: os.Stderr})
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if err := env.Teardown(keepLogs); err != nil {
+				fmt.Fprintln(os.Stderr, "crishim-bench: teardown:", err)
+			}
+		}()
+		cfg.A, cfg.B = env.Endpoints()
+		cfg.ContainerdPID = env.Containerd.Pid()
+		cfg.Image, cfg.SandboxImage = env.Image, env.SandboxImage
+		cfg.LogDir = filepath.Join(env.Dir, "pods")
+		fmt.Fprintf(os.Stderr, "environment in %s; crishim pprof on http://%s/debug/pprof/\n", env.Dir, env.DebugAddress)
+		if *profile != "" {
+			started := false
+			done := make(chan struct{})
+			cfg.Between = func(side string, _ int) {
+				if side != "B" || started {
+					return
+				}
+				started = true
+				go func() {
+					defer close(done)
+					if err := env.CPUProfile(*profile, *profileSecs); err != nil {
+						fmt.Fprintln(os.Stderr, "crishim-bench: cpu profile:", err)
+					}
+				}()
+			}
+			// crishim must outlive the profile it is asked for.
+			defer func() {
+				if started {
+					<-done
+				}
+			}()
+		}
+	}
+
+	report, err := bench.Run(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	keepLogs = false
+	table := report.Table()
+	var header strings.Builder
+	fmt.Fprintf(&header, "crishim-bench, %s, %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), machine())
+	text := header.String() + table.Markdown()
+	fmt.Print(text)
+	if *out != "" {
+		if err := os.WriteFile(*out, []byte(text), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// machine describes the host in a few words, for the table's header.
+func machine() string {
+	cpus := 0
+	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		cpus = strings.Count(string(data), "\nprocessor\t") + 1
+	}
+	load := ""
+	if data, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if f := strings.Fields(string(data)); len(f) > 0 {
+			load = ", load average " + f[0] + " at the end"
+		}
+	}
+	return fmt.Sprintf("%d CPUs%s", cpus, load)
+}
