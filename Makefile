@@ -12,7 +12,7 @@ TEST_TIMEOUT  ?= 15m
 TOTAL_TIMEOUT ?= 25m
 PROTOC_GEN_GO := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 
-.PHONY: all build pause deps run test unit integration lint proto fuzz clean deb
+.PHONY: all build pause deps run test unit integration lint proto fuzz churn clean deb bench
 
 all: build
 
@@ -43,6 +43,16 @@ test: deps build
 	$(GO) vet ./...
 	timeout --foreground --kill-after=30s $(TOTAL_TIMEOUT) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
+# containerd's own CRI plugin (A) against crishim (B), both on one private
+# containerd with its own registry and one CNI bridge each; prints the B/A
+# table and writes it to BENCH_OUT. Not part of `make test`: timings are no
+# pass/fail matter. BENCH_ARGS e.g. "-quick" or "-rounds 4 -pods 40".
+BENCH_ARGS ?=
+BENCH_OUT  ?= bench/results.md
+bench: deps build
+	CGO_ENABLED=0 $(GO) build -o bin/crishim-bench ./cmd/crishim-bench
+	bin/crishim-bench -crishim $(CURDIR)/$(BIN) -out $(BENCH_OUT) $(BENCH_ARGS)
+
 # The Debian package (dpkg-deb only) in bin/: binary, systemd units, default
 # config, kubelet notes. The integration suite installs and removes it (deb_test.go).
 deb: build
@@ -64,8 +74,16 @@ proto:
 	@protoc-gen-go --version 2>/dev/null | grep -qx "protoc-gen-go $(lastword $(subst @, ,$(PROTOC_GEN_GO)))" || $(GO) install $(PROTOC_GEN_GO)
 	protoc --go_out=. --go_opt=paths=source_relative proto/crishim.proto
 
-fuzz:
-	@echo "no fuzz targets yet"
+# The fuzz target drives the CRI handlers in-process on a private containerd
+# (root). `make test` runs its seed corpus (server/testdata/fuzz and f.Add).
+FUZZTIME ?= 60s
+fuzz: $(PAUSE)
+	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzCRIRequests$$' -fuzztime $(FUZZTIME) ./server/
+
+# 1000 pod lifecycles with leak accounting (`make test` runs 50).
+CHURN ?= 1000
+churn: $(PAUSE)
+	$(GO) test -race -count=1 -timeout 60m -v ./integration/ -run '^TestChurn$$' -churn $(CHURN)
 
 clean:
 	rm -rf bin $(PAUSE)

@@ -418,7 +418,7 @@ func (r *Report) Table() Table {
 	t.Targets = append(t.Targets, TargetResult{
 		Name: fmt.Sprintf("StopContainer(T=%d), SIGTERM ignorer, B", r.cfg.StopTimeout), Want: "within T + 50 ms (worst case)",
 		Measured: fmt.Sprintf("T + %s ms worst, T + %s ms p50 (%d stops)", ms(ignB.Max), ms(ignB.P50), ignB.N),
-		Met: ignB.N > 0 && ignB.Max <= 50*time.Millisecond,
+		Met:      ignB.N > 0 && ignB.Max <= 50*time.Millisecond,
 	})
 	stopA, stopB := Summarize(a.rpcs.get(mStop)), Summarize(b.rpcs.get(mStop))
 	rs := Ratio(float64(stopA.P50), float64(stopB.P50))

@@ -316,4 +316,3 @@ func (e *Env) Teardown(keepLogs bool) error {
 	}
 	return errors.Join(errs...)
 }
-

@@ -615,7 +615,14 @@ func (m *Manager) finishExit(ctx context.Context, e *entry, task containerd.Task
 	}
 	if task != nil {
 		dctx, cancel := context.WithTimeout(ctx, time.Minute)
-		if _, err := task.Delete(dctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+		// The task has exited: a plain delete does, without the wait and
+		// kill of WithProcessKill (two round trips on every exit). Should
+		// processes of it still run, containerd refuses and they are killed.
+		_, err := task.Delete(dctx)
+		if errdefs.IsFailedPrecondition(err) {
+			_, err = task.Delete(dctx, containerd.WithProcessKill)
+		}
+		if err != nil && !errdefs.IsNotFound(err) {
 			m.log().WithError(err).WithFields(logrus.Fields{"pod": e.rec.SandboxId, "container": e.id}).Warn("delete exited task")
 		}
 		cancel()
@@ -751,6 +758,23 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 // the snapshot and crishim's files for it. The log file stays: the
 // kubelet owns it.
 func (m *Manager) deleteContainer(ctx context.Context, id string) error {
+	// Usually the exit handler has deleted the task already. Then the
+	// snapshot (keyed by the container ID) and the record go directly:
+	// three round trips instead of six through containerd.Container.
+	_, err := m.client.TaskService().Get(ctx, &tasks.GetRequest{ContainerID: id})
+	if err = errdefs.FromGRPC(err); errdefs.IsNotFound(err) {
+		snapshotter := m.cfg.Snapshotter
+		if snapshotter == "" {
+			snapshotter = containerd.DefaultSnapshotter
+		}
+		if err := m.client.SnapshotService(snapshotter).Remove(ctx, id); err != nil && !errdefs.IsNotFound(err) {
+			return err
+		}
+		if err := m.client.ContainerService().Delete(ctx, id); err != nil && !errdefs.IsNotFound(err) {
+			return err
+		}
+		return m.removeFiles(id)
+	}
 	c, err := m.client.LoadContainer(ctx, id)
 	if err == nil {
 		if t, terr := c.Task(ctx, nil); terr == nil {
@@ -764,6 +788,11 @@ func (m *Manager) deleteContainer(ctx context.Context, id string) error {
 	} else if !errdefs.IsNotFound(err) {
 		return err
 	}
+	return m.removeFiles(id)
+}
+
+// removeFiles removes crishim's own files for container id.
+func (m *Manager) removeFiles(id string) error {
 	for _, dir := range []string{m.fifoDir(id), filepath.Join(m.cfg.Root, "containers", id)} {
 		if err := os.RemoveAll(dir); err != nil {
 			return err

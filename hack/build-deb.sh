@@ -10,10 +10,11 @@ bin=${1:?usage: build-deb.sh BINARY OUTDIR [VERSION]}
 outdir=${2:?usage: build-deb.sh BINARY OUTDIR [VERSION]}
 version=${3:-$("$bin" version | awk '{print $2}')}
 
-# Debian versions must start with a digit; a git hash (a build between
-# tags) becomes 0.0.0+git.<hash>, which sorts below every release.
+# A release (v1.2.3, 1.2.3-4-gabc) keeps its number; anything else, such
+# as a bare git hash, becomes 0.0.0+git.<it>, which sorts below every
+# release. Debian versions must start with a digit.
 version=${version#v}
-if [[ ! $version =~ ^[0-9] ]]; then
+if [[ ! $version =~ ^[0-9]+\.[0-9]+ ]]; then
   version="0.0.0+git.$version"
 fi
 version=${version//-/.}

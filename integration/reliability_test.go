@@ -740,11 +740,13 @@ func TestChurn(t *testing.T) {
 	}
 
 	// Exit handling finishes in the background; give it a bounded moment.
+	// Threads are reported, not checked: Go keeps the OS threads a load
+	// peak made, which is not a leak.
 	var after level
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		after = measure()
-		if after.fds <= base.fds && after.goroutines <= base.goroutines && after.threads <= base.threads+2 {
+		if after.fds <= base.fds && after.goroutines <= base.goroutines {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -70,6 +70,8 @@ func spdyDial(rawURL, protocol string) (conn httpstream.Connection, raw net.Conn
 		raw.Close()
 		return nil, nil, fmt.Errorf("server chose protocol %q, want %q", got, protocol)
 	}
+	// A session that hangs fails its test instead of the whole run.
+	raw.SetDeadline(time.Now().Add(time.Minute)) //nolint:errcheck
 	return conn, raw, nil
 }
 
@@ -88,7 +90,6 @@ type session struct {
 	stdout, stderr bool
 	tty            bool
 	size           *terminalSize // sent on the resize stream (tty only)
-	hold           time.Duration // keep stdin open this long after input
 }
 
 // streamStatus is the v4 status the server writes on the error stream.
@@ -180,13 +181,7 @@ func runSession(rawURL string, s session) (sessionResult, error) {
 	}
 	if stdin != nil {
 		go func() {
-			if s.inputAfter != nil {
-				if err := s.inputAfter(); err != nil {
-					return
-				}
-			}
 			io.WriteString(stdin, s.input) //nolint:errcheck
-			time.Sleep(s.hold)
 			stdin.Close()
 		}()
 	}
@@ -393,7 +388,10 @@ func TestStreamingAttachTTY(t *testing.T) {
 	c := newClient(t)
 	pod := podConfig(t, "streamattachtty")
 	podID := c.runPod(pod)
-	cfg := containerConfig("shell", env.BusyboxImage, "sh", "-c", `echo ready; read x; stty size; echo got-$x; sleep 1`)
+	// The shell waits (10s at most) for the client's size to reach its
+	// terminal before it reads the client's input.
+	cfg := containerConfig("shell", env.BusyboxImage, "sh", "-c",
+		`echo ready; i=0; until [ "$(stty size 2>/dev/null)" = "33 99" ] || [ $i -ge 200 ]; do i=$((i+1)); sleep 0.05; done; read x; stty size; echo got-$x`)
 	cfg.Stdin, cfg.Tty = true, true
 	ctrID := c.startContainer(podID, pod, cfg)
 	waitLog(t, pod.LogDirectory+"/"+cfg.LogPath, 20*time.Second, func(l map[string][]string) bool {
@@ -408,21 +406,7 @@ func TestStreamingAttachTTY(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Attach: %v", err)
 	}
-	// The size goes first; the input waits until the resize took effect.
-	res, err := runSession(resp.Url, session{
-		stdin: true, input: "hi\n", stdout: true, tty: true, size: &terminalSize{Width: 99, Height: 33},
-		inputAfter: func() error {
-			deadline := time.Now().Add(10 * time.Second)
-			for time.Now().Before(deadline) {
-				r, err := c.rt.ExecSync(rpcCtx(t), &runtime.ExecSyncRequest{ContainerId: ctrID, Cmd: []string{"sh", "-c", "stty size < /proc/1/fd/0"}, Timeout: 5})
-				if err == nil && strings.TrimSpace(string(r.Stdout)) == "33 99" {
-					return nil
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
-			return fmt.Errorf("resize never applied")
-		},
-	})
+	res, err := runSession(resp.Url, session{stdin: true, input: "hi\n", stdout: true, tty: true, size: &terminalSize{Width: 99, Height: 33}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -89,8 +89,9 @@ func splice(ctx context.Context, conn net.Conn, stream io.ReadWriteCloser) error
 			}
 		}
 		// The client is gone, or conn cannot half-close: stop both ways.
-		conn.Close()
+		// The cause goes out first, so that it is what splice reports.
 		upErr <- err
+		conn.Close()
 	}()
 	downErr := make(chan error, 1)
 	go func() {
@@ -100,6 +101,13 @@ func splice(ctx context.Context, conn net.Conn, stream io.ReadWriteCloser) error
 	for {
 		select {
 		case err := <-downErr:
+			select {
+			case uerr := <-upErr:
+				if uerr != nil {
+					return uerr
+				}
+			default:
+			}
 			return err
 		case err := <-upErr:
 			if err != nil {

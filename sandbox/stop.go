@@ -36,7 +36,9 @@ func (m *Manager) stopLocked(ctx context.Context, p *pod) error {
 	m.mu.RLock()
 	removed, stopped := p.removed, p.stopped
 	m.mu.RUnlock()
-	if removed {
+	// A stop that completed left nothing to redo; going through the steps
+	// again costs RemovePodSandbox two round trips to containerd.
+	if removed || stopped {
 		return nil
 	}
 	log := m.logger(p.id)
@@ -131,11 +133,17 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 		return nil
 	}
 	final := m.finalStatus(p)
-	c, err := m.client.LoadContainer(ctx, p.id)
-	if err == nil {
-		err = c.Delete(ctx, containerd.WithSnapshotCleanup)
+	// The stop deleted the pause task, and the pause container's snapshot
+	// is keyed by the pod ID: delete both directly instead of loading the
+	// container for containerd.Container.Delete (three round trips less).
+	snapshotter := m.cfg.Snapshotter
+	if snapshotter == "" {
+		snapshotter = containerd.DefaultSnapshotter
 	}
-	if err != nil && !errdefs.IsNotFound(err) {
+	if err := m.client.SnapshotService(snapshotter).Remove(ctx, p.id); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("delete pause snapshot of pod %s: %w", p.id, err)
+	}
+	if err := m.client.ContainerService().Delete(ctx, p.id); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("delete pause container of pod %s: %w", p.id, err)
 	}
 	for _, dir := range []string{p.dir, p.stateDir} {

@@ -208,12 +208,6 @@ func FuzzCRIRequests(f *testing.F) {
 			t.Skipf("fuzz stack: %v", fuzzStack.err)
 		}
 		s := fuzzStack.s
-		wd := time.AfterFunc(10*time.Second, func() {
-			buf := make([]byte, 4<<20)
-			buf = buf[:goruntime.Stack(buf, true)]
-			os.WriteFile(fmt.Sprintf("/tmp/fuzz-hang-%d.txt", os.Getpid()), []byte(fmt.Sprintf("%q\n%s", []any{podName, podNS, podUID, attempt, runPod, ctrName, knownImage, logPath, mountCtr, mountHost, id, nsNet, nsPID, nsIPC, targetID, sysctlKey, sysctlVal, huge}, buf)), 0o644)
-		})
-		defer wd.Stop()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		big := strings.Repeat("x", int(huge)%(64<<10))

@@ -32,6 +32,11 @@ import (
 // use (the first request consumes it) and valid for one minute, so a URL
 // that leaked from a log is worthless. The server listens on 127.0.0.1 by
 // default: the kubelet on the same node is its only intended client.
+//
+// A session's context ends when its client's connection does: net/http
+// still reads an upgraded connection through its own reader, which cancels
+// the request context on a read error (TestStreamSessionEndsWhenClientVanishes
+// keeps that true). That is what kills the exec process of a vanished client.
 type streamService struct {
 	listener net.Listener
 	server   streaming.Server
@@ -60,12 +65,11 @@ func newStreamService(cfg config.Config, rt streaming.Runtime) (*streamService, 
 		return nil, fmt.Errorf("create streaming server: %w", err)
 	}
 	return &streamService{
-		listener: watchListener{l},
+		listener: l,
 		server:   srv,
 		http: &http.Server{
 			Handler:           srv,
 			ReadHeaderTimeout: 30 * time.Second,
-			ConnContext:       connContext,
 		},
 	}, nil
 }
@@ -89,73 +93,6 @@ func (s *streamService) stop() {
 	})
 }
 
-// watchListener hands out connections that report their end, see connContext.
-type watchListener struct{ net.Listener }
-
-func (l watchListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return &watchedConn{Conn: c}, nil
-}
-
-// watchedConn cancels its requests' context once the connection is over.
-// After the upgrade to SPDY or WebSocket net/http no longer watches the
-// connection, so without this a client that went away would leave its exec
-// process running, or its attach open, until the 4-hour idle timeout.
-type watchedConn struct {
-	net.Conn
-	once   sync.Once
-	mu     sync.Mutex
-	cancel context.CancelFunc
-	over   bool
-}
-
-func (c *watchedConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	var ne net.Error
-	// net/http interrupts its background read with a past deadline when it
-	// hands the connection over: a timeout is not the client leaving.
-	if err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
-		c.end()
-	}
-	return n, err
-}
-
-func (c *watchedConn) Close() error {
-	c.end()
-	return c.Conn.Close()
-}
-
-func (c *watchedConn) end() {
-	c.once.Do(func() {
-		c.mu.Lock()
-		c.over = true
-		cancel := c.cancel
-		c.mu.Unlock()
-		if cancel != nil {
-			cancel()
-		}
-	})
-}
-
-func connContext(ctx context.Context, c net.Conn) context.Context {
-	wc, ok := c.(*watchedConn)
-	if !ok {
-		return ctx
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	wc.mu.Lock()
-	over := wc.over
-	wc.cancel = cancel
-	wc.mu.Unlock()
-	if over {
-		cancel()
-	}
-	return ctx
-}
-
 // streamRuntime runs the sessions of the streaming server on the domain
 // packages.
 type streamRuntime struct{ s *Server }
@@ -163,11 +100,15 @@ type streamRuntime struct{ s *Server }
 var _ streaming.Runtime = streamRuntime{}
 
 func (r streamRuntime) Exec(ctx context.Context, id string, cmd []string, in io.Reader, out, errOut io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
-	err := r.s.containers.Exec(ctx, id, cmd, streams(ctx, in, out, errOut, tty, resize))
+	return execError(r.s.containers.Exec(ctx, id, cmd, streams(ctx, in, out, errOut, tty, resize)))
+}
+
+// execError turns a command's non-zero exit into the one error type for
+// which cri-streaming sends the exit code to the client (which `crictl
+// exec` then exits with); anything else becomes an internal error there.
+func execError(err error) error {
 	var exit *container.ExitError
 	if errors.As(err, &exit) {
-		// cri-streaming reports the code to the client (`crictl exec`
-		// exits with it) only for this error type.
 		return utilexec.CodeExitError{Err: err, Code: exit.Code}
 	}
 	return err

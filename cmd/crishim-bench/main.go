@@ -45,7 +45,7 @@ func run() error {
 		pause       = flag.String("sandbox-image", "", "external mode: pause image to pull into both beforehand")
 		logDir      = flag.String("log-dir", "", "external mode: directory for pod logs")
 	)
-	flag.IntVar(&cfg.Rounds, "rounds", 2, "rounds per endpoint, interleaved A B B A ...")
+	flag.IntVar(&cfg.Rounds, "rounds", 4, "rounds per endpoint, interleaved A B B A ...")
 	flag.IntVar(&cfg.Pods, "pods", 20, "full lifecycles per round at concurrency 1")
 	flag.IntVar(&cfg.ConcurrentPods, "concurrent-pods", 32, "full lifecycles per round at -concurrency")
 	flag.IntVar(&cfg.Concurrency, "concurrency", 8, "parallel lifecycles in the concurrent part")
