@@ -42,6 +42,7 @@ run: deps build
 test: deps build
 	$(GO) vet ./...
 	timeout --foreground --kill-after=30s $(TOTAL_TIMEOUT) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzValidate$$' -fuzztime $(TEST_FUZZTIME) ./server/
 
 # containerd's own CRI plugin (A) against crishim (B), both on one private
 # containerd with its own registry and one CNI bridge each; prints the B/A
@@ -74,10 +75,15 @@ proto:
 	@protoc-gen-go --version 2>/dev/null | grep -qx "protoc-gen-go $(lastword $(subst @, ,$(PROTOC_GEN_GO)))" || $(GO) install $(PROTOC_GEN_GO)
 	protoc --go_out=. --go_opt=paths=source_relative proto/crishim.proto
 
-# The fuzz target drives the CRI handlers in-process on a private containerd
-# (root). `make test` runs its seed corpus (server/testdata/fuzz and f.Add).
-FUZZTIME ?= 60s
+# Two fuzz targets, each run for FUZZTIME: FuzzValidate (the checks made
+# before any containerd call; no external state, thousands of inputs a
+# second) and FuzzCRIRequests (the real handlers in-process on a private
+# containerd; root, a few inputs a second). `make test` runs both seed
+# corpora (server/testdata/fuzz and f.Add), then FuzzValidate for TEST_FUZZTIME.
+FUZZTIME      ?= 60s
+TEST_FUZZTIME ?= 10s
 fuzz: $(PAUSE)
+	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzValidate$$' -fuzztime $(FUZZTIME) ./server/
 	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzCRIRequests$$' -fuzztime $(FUZZTIME) ./server/
 
 # 1000 pod lifecycles with leak accounting (`make test` runs 50).

@@ -34,6 +34,7 @@ import (
 
 	"github.com/crishim/crishim/events"
 	"github.com/crishim/crishim/faultpoint"
+	"github.com/crishim/crishim/idprefix"
 	"github.com/crishim/crishim/image"
 	"github.com/crishim/crishim/journal"
 	"github.com/crishim/crishim/lifecycle"
@@ -199,27 +200,9 @@ func nameKey(c *runtime.ContainerMetadata, p *runtime.PodSandboxMetadata) string
 
 // get resolves a full ID or a unique ID prefix.
 func (m *Manager) get(id string) (*entry, error) {
-	if id == "" {
-		return nil, fmt.Errorf("empty container ID: %w", errdefs.ErrInvalidArgument)
-	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	if e, ok := m.containers[id]; ok {
-		return e, nil
-	}
-	var found *entry
-	for cid, e := range m.containers {
-		if strings.HasPrefix(cid, id) {
-			if found != nil {
-				return nil, fmt.Errorf("container ID prefix %q is ambiguous: %w", id, errdefs.ErrInvalidArgument)
-			}
-			found = e
-		}
-	}
-	if found == nil {
-		return nil, fmt.Errorf("container %s: %w", id, errdefs.ErrNotFound)
-	}
-	return found, nil
+	return idprefix.Resolve(m.containers, id, "container")
 }
 
 // resolveLogPath joins the pod's log directory and the container's
@@ -227,6 +210,11 @@ func (m *Manager) get(id string) (*entry, error) {
 func resolveLogPath(dir, rel string) (string, error) {
 	if dir == "" || rel == "" {
 		return "", nil
+	}
+	// The CRI defines log_path as relative to the pod's directory; an
+	// absolute one is a client bug or an attempt to write elsewhere.
+	if filepath.IsAbs(rel) {
+		return "", fmt.Errorf("log path %q must be relative to the pod log directory %q: %w", rel, dir, errdefs.ErrInvalidArgument)
 	}
 	full := filepath.Join(dir, rel)
 	r, err := filepath.Rel(filepath.Clean(dir), full)
@@ -247,14 +235,8 @@ func signalName(sig syscall.Signal) string {
 // Create). Until the container is complete a journal entry names it, for
 // Recover to delete after a crash.
 func (m *Manager) create(ctx context.Context, id, podID string, cfg *runtime.ContainerConfig, pod *runtime.PodSandboxConfig) (_ string, retErr error) {
-	if cfg.GetMetadata().GetName() == "" {
-		return "", fmt.Errorf("container config needs metadata.name: %w", errdefs.ErrInvalidArgument)
-	}
-	if cfg.GetImage().GetImage() == "" {
-		return "", fmt.Errorf("container config needs an image: %w", errdefs.ErrInvalidArgument)
-	}
-	if err := validateHooks(cfg); err != nil {
-		return "", fmt.Errorf("container %s: %w", cfg.GetMetadata().GetName(), err)
+	if err := validateConfig(cfg); err != nil {
+		return "", err
 	}
 	sb, err := m.sandboxes.Get(podID)
 	if err != nil {

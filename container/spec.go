@@ -360,16 +360,19 @@ func withBindMounts(mounts []*runtime.Mount) oci.SpecOpts {
 			if src == "" || !filepath.IsAbs(src) {
 				return fmt.Errorf("mount host path %q for %s must be absolute: %w", src, dst, errdefs.ErrInvalidArgument)
 			}
+			// The host path is the client's choice: a source crishim cannot
+			// stat, create or resolve is the request's problem, not an
+			// internal error.
 			if _, err := os.Stat(src); os.IsNotExist(err) {
 				if err := os.MkdirAll(src, 0o755); err != nil {
-					return fmt.Errorf("create missing mount source %s: %w", src, err)
+					return fmt.Errorf("create missing mount source %s: %v: %w", src, err, errdefs.ErrFailedPrecondition)
 				}
 			} else if err != nil {
-				return fmt.Errorf("mount source %s: %w", src, err)
+				return fmt.Errorf("mount source %s: %v: %w", src, err, errdefs.ErrFailedPrecondition)
 			}
 			resolved, err := filepath.EvalSymlinks(src)
 			if err != nil {
-				return fmt.Errorf("resolve mount source %s: %w", src, err)
+				return fmt.Errorf("resolve mount source %s: %v: %w", src, err, errdefs.ErrFailedPrecondition)
 			}
 			options := []string{"rbind"}
 			switch m.GetPropagation() {

@@ -32,17 +32,49 @@ func validate(cfg *runtime.PodSandboxConfig) error {
 	if len(missing) > 0 {
 		return fmt.Errorf("pod sandbox metadata lacks %s: %w", strings.Join(missing, ", "), errdefs.ErrInvalidArgument)
 	}
+	// The metadata reaches CNI plugins as CNI_ARGS (K8S_POD_NAME=...;...),
+	// an environment variable: a NUL, a control character, ';' or '='
+	// would fail the exec or corrupt the list.
+	for field, v := range map[string]string{"name": md.GetName(), "namespace": md.GetNamespace(), "uid": md.GetUid()} {
+		if i := strings.IndexFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f || r == ';' || r == '=' }); i >= 0 {
+			return fmt.Errorf("pod sandbox metadata %s %q has the character %q: %w", field, v, v[i:i+1], errdefs.ErrInvalidArgument)
+		}
+	}
 	for _, pm := range cfg.GetPortMappings() {
 		if pm.GetHostPort() < 0 || pm.GetHostPort() > 65535 || pm.GetContainerPort() < 0 || pm.GetContainerPort() > 65535 {
 			return fmt.Errorf("port mapping %d->%d out of range: %w", pm.GetHostPort(), pm.GetContainerPort(), errdefs.ErrInvalidArgument)
 		}
 	}
-	if hostNetwork(cfg) && len(cfg.GetLinux().GetSysctls()) > 0 {
-		for k := range cfg.GetLinux().GetSysctls() {
-			if strings.HasPrefix(k, "net.") {
-				return fmt.Errorf("sysctl %s needs a pod network namespace, the pod uses the host's: %w", k, errdefs.ErrInvalidArgument)
-			}
+	for k := range cfg.GetLinux().GetSysctls() {
+		if err := validateSysctl(cfg, k); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// ipcSysctls are the kernel.* sysctls the IPC namespace holds.
+var ipcSysctls = map[string]bool{
+	"kernel.msgmax": true, "kernel.msgmnb": true, "kernel.msgmni": true, "kernel.sem": true,
+	"kernel.shmall": true, "kernel.shmmax": true, "kernel.shmmni": true, "kernel.shm_rmid_forced": true,
+}
+
+// validateSysctl admits only sysctls of a namespace the pod has of its
+// own: anything else would change the host, and runc refuses it only when
+// the pause container starts, as an unexplained runtime failure.
+func validateSysctl(cfg *runtime.PodSandboxConfig, key string) error {
+	k := strings.ReplaceAll(key, "/", ".")
+	switch {
+	case strings.HasPrefix(k, "net.") && len(k) > len("net."):
+		if hostNetwork(cfg) {
+			return fmt.Errorf("sysctl %s needs a pod network namespace, the pod uses the host's: %w", key, errdefs.ErrInvalidArgument)
+		}
+	case ipcSysctls[k] || strings.HasPrefix(k, "fs.mqueue.") && len(k) > len("fs.mqueue."):
+		if hostIPC(cfg) {
+			return fmt.Errorf("sysctl %s needs a pod IPC namespace, the pod uses the host's: %w", key, errdefs.ErrInvalidArgument)
+		}
+	default:
+		return fmt.Errorf("sysctl %q is not namespaced (only net.*, fs.mqueue.* and the IPC kernel.* ones are): %w", key, errdefs.ErrInvalidArgument)
 	}
 	return nil
 }
@@ -113,3 +145,7 @@ func cgroupsPath(driver, parent, id string) string {
 	}
 	return strings.TrimSuffix(parent, "/") + "/" + id
 }
+
+// Validate runs the checks RunPodSandbox makes on cfg before it calls
+// containerd or CNI; exported so the validation layer can be fuzzed alone.
+func Validate(cfg *runtime.PodSandboxConfig) error { return validate(cfg) }

@@ -8,12 +8,10 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/containerd/containerd"
-	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/namespaces"
 	"github.com/sirupsen/logrus"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -21,6 +19,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crishim/crishim/events"
+	"github.com/crishim/crishim/idprefix"
 	"github.com/crishim/crishim/image"
 	"github.com/crishim/crishim/journal"
 	"github.com/crishim/crishim/names"
@@ -177,27 +176,9 @@ func (m *Manager) shmPathFor(id string, cfg *runtime.PodSandboxConfig) string {
 
 // lookup resolves an ID or unique ID prefix to a published pod.
 func (m *Manager) lookup(id string) (*pod, error) {
-	if id == "" {
-		return nil, fmt.Errorf("sandbox id is required: %w", errdefs.ErrInvalidArgument)
-	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	if p, ok := m.pods[id]; ok {
-		return p, nil
-	}
-	var found *pod
-	for pid, p := range m.pods {
-		if strings.HasPrefix(pid, id) {
-			if found != nil {
-				return nil, fmt.Errorf("sandbox id prefix %q is ambiguous: %w", id, errdefs.ErrInvalidArgument)
-			}
-			found = p
-		}
-	}
-	if found == nil {
-		return nil, fmt.Errorf("sandbox %s: %w", id, errdefs.ErrNotFound)
-	}
-	return found, nil
+	return idprefix.Resolve(m.pods, id, "sandbox")
 }
 
 // Get resolves a sandbox by ID or unique ID prefix; errdefs.ErrNotFound when absent.

@@ -44,6 +44,13 @@ func TestValidateRejectsIncompleteMetadata(t *testing.T) {
 				},
 			},
 		},
+		"NUL in name":            {Metadata: &runtime.PodSandboxMetadata{Name: "a\x00b", Namespace: "ns", Uid: "u"}},
+		"';' in namespace":       {Metadata: &runtime.PodSandboxMetadata{Name: "n", Namespace: "ns;K8S_POD_NAME=x", Uid: "u"}},
+		"newline in uid":         {Metadata: &runtime.PodSandboxMetadata{Name: "n", Namespace: "ns", Uid: "u\n"}},
+		"empty sysctl":           withSysctl("", "1", false),
+		"host sysctl":            withSysctl("vm.swappiness", "1", false),
+		"bare net. sysctl":       withSysctl("net.", "1", false),
+		"ipc sysctl on host IPC": withSysctl("kernel.shm_rmid_forced", "1", true),
 	} {
 		if err := validate(cfg); !errors.Is(err, errdefs.ErrInvalidArgument) {
 			t.Errorf("%s: validate = %v, want InvalidArgument", name, err)
@@ -52,6 +59,24 @@ func TestValidateRejectsIncompleteMetadata(t *testing.T) {
 	if err := validate(podConfig("ok")); err != nil {
 		t.Errorf("valid config rejected: %v", err)
 	}
+	for _, key := range []string{"net.core.somaxconn", "net/ipv4/ip_forward", "kernel.shm_rmid_forced", "fs.mqueue.msg_max"} {
+		if err := validate(withSysctl(key, "1", false)); err != nil {
+			t.Errorf("namespaced sysctl %s rejected: %v", key, err)
+		}
+	}
+}
+
+func withSysctl(key, value string, hostIPC bool) *runtime.PodSandboxConfig {
+	cfg := &runtime.PodSandboxConfig{
+		Metadata: &runtime.PodSandboxMetadata{Name: "n", Namespace: "ns", Uid: "u"},
+		Linux:    &runtime.LinuxPodSandboxConfig{Sysctls: map[string]string{key: value}},
+	}
+	if hostIPC {
+		cfg.Linux.SecurityContext = &runtime.LinuxSandboxSecurityContext{
+			NamespaceOptions: &runtime.NamespaceOption{Ipc: runtime.NamespaceMode_NODE},
+		}
+	}
+	return cfg
 }
 
 func TestNameKeyAndID(t *testing.T) {

@@ -4,13 +4,17 @@ package server
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -46,11 +50,15 @@ func setupFuzzStack() error {
 	if _, err := exec.LookPath("containerd"); err != nil {
 		return fmt.Errorf("needs containerd: %v", err)
 	}
-	dir, err := os.MkdirTemp("/var/tmp", "crishim-fuzz-")
+	sweepFuzzStacks()
+	dir, err := os.MkdirTemp("/var/tmp", fuzzDirPrefix)
 	if err != nil {
 		return err
 	}
 	fuzzStack.dir = dir
+	if err := os.WriteFile(filepath.Join(dir, "owner"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		return err
+	}
 	// containerd gets SIGKILL when the thread that started it exits (the
 	// harness sets a parent death signal), and fuzz workers do end
 	// threads: start it from a thread that lives as long as the process.
@@ -81,7 +89,7 @@ func setupFuzzStack() error {
 	}
 	cfg := config.Default()
 	cfg.ContainerdAddress = ctrd.Address
-	cfg.ContainerdNamespace = fmt.Sprintf("crishim-fuzz-%d", os.Getpid())
+	cfg.ContainerdNamespace = fuzzNamespace(os.Getpid())
 	cfg.Root = filepath.Join(dir, "root")
 	cfg.State = filepath.Join(dir, "state")
 	cfg.CNIConfDir = cniDir
@@ -132,6 +140,62 @@ func teardownFuzzStack() {
 			os.RemoveAll(fuzzStack.dir)
 		}
 	}
+}
+
+const fuzzDirPrefix = "crishim-fuzz-"
+
+// fuzzNamespace is the containerd namespace of the fuzz stack process pid made.
+func fuzzNamespace(pid int) string { return fmt.Sprintf("crishim-fuzz-%d", pid) }
+
+// sweepFuzzStacks removes the stacks of fuzz workers that died without
+// their teardown: `go test -fuzz` kills workers that do not stop in time,
+// and a killed worker's containerd dies with it (parent death signal)
+// while its shims, pause processes and mounts stay. Each stack's owner
+// file names the process that made it; a stack whose owner is gone is
+// taken apart: its containers and shims killed, its mounts
+// detached, and the directory removed only when no mount is left in it.
+func sweepFuzzStacks() {
+	dirs, _ := filepath.Glob(filepath.Join("/var/tmp", fuzzDirPrefix+"*"))
+	for _, dir := range dirs {
+		raw, err := os.ReadFile(filepath.Join(dir, "owner"))
+		if err != nil {
+			continue // being set up, or not ours
+		}
+		owner, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+		if err != nil || owner == os.Getpid() {
+			continue
+		}
+		if err := syscall.Kill(owner, 0); err == nil || errors.Is(err, syscall.EPERM) {
+			continue // still alive
+		}
+		killRuncContainers(fuzzNamespace(owner))
+		ctrd := &testenv.Containerd{Dir: dir, Address: filepath.Join(dir, "containerd", "containerd.sock")}
+		_ = ctrd.Stop() // kills the shims told that address, detaches every mount under dir
+		if mounts, err := testenv.MountsUnder(dir); err == nil && len(mounts) == 0 {
+			os.RemoveAll(dir)
+		}
+	}
+}
+
+// killRuncContainers kills the init process of each container runc
+// holds for containerd namespace ns (the pause container of a dead fuzz
+// stack's host pod, which takes its pod's processes with it) and drops
+// runc's state for ns. Shims killed first would leave these orphaned.
+func killRuncContainers(ns string) {
+	states, _ := filepath.Glob(filepath.Join("/run/containerd/runc", ns, "*", "state.json"))
+	for _, path := range states {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		var st struct {
+			InitPID int `json:"init_process_pid"`
+		}
+		if json.Unmarshal(raw, &st) == nil && st.InitPID > 1 {
+			_ = syscall.Kill(st.InitPID, syscall.SIGKILL)
+		}
+	}
+	_ = os.RemoveAll(filepath.Join("/run/containerd/runc", ns))
 }
 
 // checkStatus fails unless err is nil or a gRPC status a client can act
@@ -360,5 +424,10 @@ func FuzzCRIRequests(f *testing.F) {
 func TestMain(m *testing.M) {
 	code := m.Run()
 	teardownFuzzStack()
+	// Under -fuzz this process is the coordinator: its workers are gone
+	// now, some perhaps killed before their own teardown.
+	if os.Geteuid() == 0 {
+		sweepFuzzStacks()
+	}
 	os.Exit(code)
 }

@@ -104,8 +104,9 @@ func (r streamRuntime) Exec(ctx context.Context, id string, cmd []string, in io.
 }
 
 // execError turns a command's non-zero exit into the one error type for
-// which cri-streaming sends the exit code to the client (which `crictl
-// exec` then exits with); anything else becomes an internal error there.
+// which cri-streaming sends the exit code to the client (kubectl exec
+// exits with it, crictl prints it); anything else becomes an internal
+// error there.
 func execError(err error) error {
 	var exit *container.ExitError
 	if errors.As(err, &exit) {

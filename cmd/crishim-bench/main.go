@@ -44,6 +44,7 @@ func run() error {
 		image       = flag.String("image", "", "external mode: container image with sh and sleep")
 		pause       = flag.String("sandbox-image", "", "external mode: pause image to pull into both beforehand")
 		logDir      = flag.String("log-dir", "", "external mode: directory for pod logs")
+		keep        = flag.Bool("keep-logs", false, "keep the daemons' logs (under /var/tmp/crishim-bench-*/logs) after a successful run")
 	)
 	flag.IntVar(&cfg.Rounds, "rounds", 4, "rounds per endpoint, interleaved A B B A ...")
 	flag.IntVar(&cfg.Pods, "pods", 20, "full lifecycles per round at concurrency 1")
@@ -128,7 +129,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	keepLogs = false
+	keepLogs = *keep
 	table := report.Table()
 	var header strings.Builder
 	fmt.Fprintf(&header, "crishim-bench, %s, %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), machine())
