@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -57,6 +58,9 @@ func TestBadRequests(t *testing.T) {
 
 	_, err = c.rt.CheckpointPod(ctx, &runtime.CheckpointPodRequest{PodSandboxId: unknownID})
 	wantCode(t, "CheckpointPod", err, codes.Unimplemented)
+	if !strings.Contains(status.Convert(err).Message(), "checkpoint/restore unavailable: ") {
+		t.Errorf("CheckpointPod refusal does not say why: %v", err)
+	}
 
 	// A pod with real containers, to be the target of duplicate names and bad container configs.
 	pod := podConfig(t, "dup")
