@@ -823,19 +823,29 @@ func (m *Manager) RemovePod(ctx context.Context, podID string) error {
 	return errors.Join(errs...)
 }
 
-// ReopenLog reopens a running container's log file after the kubelet
-// rotated it.
-func (m *Manager) ReopenLog(ctx context.Context, id string) error {
+// runningIO returns a running container with its IO; attaching to or
+// reopening the log of anything else is a FailedPrecondition.
+func (m *Manager) runningIO(id string) (*entry, *taskIO, error) {
 	e, err := m.get(id)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	e.mu.Lock()
 	tio := e.io
 	running := e.state == runtime.ContainerState_CONTAINER_RUNNING
 	e.mu.Unlock()
 	if !running || tio == nil {
-		return fmt.Errorf("container %s is not running: %w", e.id, errdefs.ErrFailedPrecondition)
+		return nil, nil, fmt.Errorf("container %s is not running: %w", e.id, errdefs.ErrFailedPrecondition)
+	}
+	return e, tio, nil
+}
+
+// ReopenLog reopens a running container's log file after the kubelet
+// rotated it.
+func (m *Manager) ReopenLog(ctx context.Context, id string) error {
+	_, tio, err := m.runningIO(id)
+	if err != nil {
+		return err
 	}
 	return tio.sink.Reopen()
 }

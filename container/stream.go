@@ -13,7 +13,6 @@ import (
 	"github.com/containerd/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
-	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // TerminalSize is a client terminal's size in character cells.
@@ -162,16 +161,9 @@ func (m *Manager) Exec(ctx context.Context, id string, cmd []string, s Streams) 
 // writing to it fails). With stdin_once, the end of the client's stdin
 // closes the container's stdin for good.
 func (m *Manager) Attach(ctx context.Context, id string, s Streams) error {
-	e, err := m.get(id)
+	e, tio, err := m.runningIO(id)
 	if err != nil {
 		return err
-	}
-	e.mu.Lock()
-	tio := e.io
-	running := e.state == runtime.ContainerState_CONTAINER_RUNNING
-	e.mu.Unlock()
-	if !running || tio == nil {
-		return fmt.Errorf("container %s is not running: %w", e.id, errdefs.ErrFailedPrecondition)
 	}
 	log := m.log().WithFields(logrus.Fields{"pod": e.rec.SandboxId, "container": e.id})
 
