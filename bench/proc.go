@@ -3,10 +3,11 @@ package bench
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/crishim/crishim/integration/testenv"
 )
 
 // clockTick is USER_HZ, the unit of /proc/<pid>/stat CPU times; 100 on
@@ -71,28 +72,10 @@ func parseStatCPU(stat string) (time.Duration, error) {
 // ShimUsage sums the resident sets of the runc shims serving containerd
 // namespace ns (their command line names it) and counts them.
 func ShimUsage(ns string) (count int, rss int64) {
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || len(raw) == 0 {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
-		if filepath.Base(args[0]) != "containerd-shim-runc-v2" {
-			continue
-		}
-		for i := 1; i+1 < len(args); i++ {
-			if args[i] == "-namespace" && args[i+1] == ns {
-				count++
-				if u, err := ReadUsage(pid); err == nil {
-					rss += u.RSS
-				}
-				break
-			}
+	for _, pid := range testenv.ProcessesWithArgs("containerd-shim-runc-v2", "-namespace", ns) {
+		count++
+		if u, err := ReadUsage(pid); err == nil {
+			rss += u.RSS
 		}
 	}
 	return count, rss

@@ -39,6 +39,7 @@ import (
 	"github.com/crishim/crishim/journal"
 	"github.com/crishim/crishim/lifecycle"
 	"github.com/crishim/crishim/names"
+	"github.com/crishim/crishim/oomscore"
 	crishimpb "github.com/crishim/crishim/proto"
 	"github.com/crishim/crishim/sandbox"
 	"github.com/crishim/crishim/stats"
@@ -155,9 +156,7 @@ func New(client *containerd.Client, images Images, sandboxes Sandboxes, cfg Conf
 		journal:    journal.New(filepath.Join(cfg.Root, "journal", "containers")),
 		cpu:        stats.NewRates(),
 	}
-	if data, err := os.ReadFile("/proc/self/oom_score_adj"); err == nil {
-		m.ownOOMScoreAdj, _ = strconv.Atoi(strings.TrimSpace(string(data)))
-	}
+	m.ownOOMScoreAdj = oomscore.Own()
 	if caps, err := cap.Current(); err == nil {
 		m.allCaps = caps
 	}

@@ -17,6 +17,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crishim/crishim/image"
+	"github.com/crishim/crishim/oomscore"
 	"github.com/crishim/crishim/sandbox"
 )
 
@@ -556,17 +557,10 @@ func withResources(r *runtime.LinuxContainerResources, ownOOM int, cgroupV2 bool
 				res.Unified[k] = v
 			}
 		}
-		adj := clampOOMScoreAdj(r.GetOomScoreAdj(), ownOOM)
+		adj := oomscore.Clamp(r.GetOomScoreAdj(), ownOOM)
 		s.Process.OOMScoreAdj = &adj
 		return nil
 	}
-}
-
-// clampOOMScoreAdj keeps a request within [own, 1000]: lowering a score
-// below our own needs CAP_SYS_RESOURCE, which these hosts do not grant.
-func clampOOMScoreAdj(requested int64, own int) int {
-	v := int(max(min(requested, 1000), -1000))
-	return max(v, own)
 }
 
 // withCgroupsPath nests the container under the pod's cgroup.

@@ -3,7 +3,6 @@ package container
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/containerd/containerd"
@@ -91,19 +90,13 @@ func statsFilterMatches(f *runtime.ContainerStatsFilter, e *entry) bool {
 	if f == nil {
 		return true
 	}
-	if f.GetId() != "" && !strings.HasPrefix(e.id, f.GetId()) {
-		return false
-	}
-	if f.GetPodSandboxId() != "" && !strings.HasPrefix(e.rec.SandboxId, f.GetPodSandboxId()) {
-		return false
-	}
-	labels := e.cfg.GetLabels()
-	for k, v := range f.GetLabelSelector() {
-		if got, ok := labels[k]; !ok || got != v {
-			return false
-		}
-	}
-	return true
+	// A stats filter is a list filter without the state: the list's
+	// matching applies as is (it ignores the state when none is given).
+	return matches(&runtime.ContainerFilter{
+		Id:            f.GetId(),
+		PodSandboxId:  f.GetPodSandboxId(),
+		LabelSelector: f.GetLabelSelector(),
+	}, e, runtime.ContainerState_CONTAINER_UNKNOWN)
 }
 
 // statsOf asks containerd for the metrics of all entries in one call and

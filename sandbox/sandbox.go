@@ -24,6 +24,7 @@ import (
 	"github.com/crishim/crishim/journal"
 	"github.com/crishim/crishim/names"
 	"github.com/crishim/crishim/network"
+	"github.com/crishim/crishim/oomscore"
 	"github.com/crishim/crishim/stats"
 )
 
@@ -133,7 +134,7 @@ func New(client *containerd.Client, images *image.Service, net *network.Manager,
 		client:   client,
 		net:      net,
 		cfg:      cfg,
-		oomFloor: ownOOMScoreAdj(),
+		oomFloor: oomscore.Own(),
 		cpu:      stats.NewRates(),
 		pods:     map[string]*pod{},
 		names:    names.New("pod sandbox", createTimeout),

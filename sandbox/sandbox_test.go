@@ -311,18 +311,6 @@ func TestCgroupsPath(t *testing.T) {
 	}
 }
 
-func TestClampOOMScoreAdj(t *testing.T) {
-	if got := clampOOMScoreAdj(-998, 0); got != 0 {
-		t.Errorf("clamp(-998, 0) = %d", got)
-	}
-	if got := clampOOMScoreAdj(-998, -1000); got != -998 {
-		t.Errorf("clamp(-998, -1000) = %d", got)
-	}
-	if got := clampOOMScoreAdj(500, 100); got != 500 {
-		t.Errorf("clamp(500, 100) = %d", got)
-	}
-}
-
 func TestParseNumericUser(t *testing.T) {
 	for in, want := range map[string][3]uint32{"": {0, 0, 1}, "65535": {65535, 0, 1}, "65535:65534": {65535, 65534, 1}} {
 		u, g, ok := parseNumericUser(in)

@@ -3,7 +3,6 @@ package sandbox
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/oci"
 	"github.com/containerd/containerd/pkg/cap"
+	"github.com/crishim/crishim/oomscore"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -67,7 +67,7 @@ func (p pauseSpec) specOpts() ([]oci.SpecOpts, error) {
 		withPodNamespaces(namespaceOptions(p.Config), p.NetNSPath),
 		withSysctls(p.Config.GetLinux().GetSysctls()),
 		oci.WithCgroup(cgroupsPath(p.CgroupDriver, p.Config.GetLinux().GetCgroupParent(), p.ID)),
-		withOOMScoreAdj(clampOOMScoreAdj(pauseOOMScoreAdj, p.OOMFloor)),
+		withOOMScoreAdj(oomscore.Clamp(pauseOOMScoreAdj, p.OOMFloor)),
 		withResources(p.Config.GetLinux().GetResources()),
 		oci.WithNoNewPrivileges,
 		oci.WithAnnotations(pauseAnnotations(p.ID, p.Config)),
@@ -233,29 +233,6 @@ func withSysctls(sysctls map[string]string) oci.SpecOpts {
 		}
 		return nil
 	}
-}
-
-// clampOOMScoreAdj raises want to floor: without CAP_SYS_RESOURCE the
-// kernel refuses a value below the caller's own and the container fails.
-func clampOOMScoreAdj(want, floor int) int {
-	if want < floor {
-		return floor
-	}
-	return want
-}
-
-// ownOOMScoreAdj reads the daemon's oom_score_adj, the floor for every
-// value it asks runc for.
-func ownOOMScoreAdj() int {
-	data, err := os.ReadFile("/proc/self/oom_score_adj")
-	if err != nil {
-		return 0
-	}
-	v, err := strconv.Atoi(strings.TrimSpace(string(data)))
-	if err != nil {
-		return 0
-	}
-	return v
 }
 
 func withOOMScoreAdj(v int) oci.SpecOpts {

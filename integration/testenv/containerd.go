@@ -133,7 +133,7 @@ func (c *Containerd) Pid() int {
 
 // Shims lists the PIDs of the runc shims serving this containerd.
 func (c *Containerd) Shims() []int {
-	return processesWithArgs("containerd-shim-runc-v2", "-address", c.Address)
+	return ProcessesWithArgs("containerd-shim-runc-v2", "-address", c.Address)
 }
 
 // Client connects to the daemon with ns as the default namespace.
@@ -154,7 +154,7 @@ func (c *Containerd) Stop() error {
 		}
 	}
 	// Shims outlive containerd by design; ours are the ones told our address.
-	for _, pid := range processesWithArgs("containerd-shim-runc-v2", "-address", c.Address) {
+	for _, pid := range ProcessesWithArgs("containerd-shim-runc-v2", "-address", c.Address) {
 		errs = append(errs, fmt.Errorf("containerd-shim-runc-v2 pid %d was still running; killed", pid))
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}

@@ -120,9 +120,9 @@ func poll(timeout, interval time.Duration, what string, cond func() (bool, error
 	}
 }
 
-// processesWithArgs returns the PIDs of processes whose executable base name
+// ProcessesWithArgs returns the PIDs of processes whose executable base name
 // is exe and whose argument list contains flag followed by value.
-func processesWithArgs(exe, flag, value string) []int {
+func ProcessesWithArgs(exe, flag, value string) []int {
 	entries, _ := os.ReadDir("/proc")
 	var pids []int
 	for _, e := range entries {
