@@ -84,9 +84,11 @@ type terminalSize struct {
 // session is what a client asks of an exec or attach session. The streams
 // it opens must match the request the URL was made for.
 type session struct {
-	stdin          bool
-	input          string       // written to stdin, which is then closed
-	inputAfter     func() error // waited for before writing input
+	stdin bool
+	input string // written to stdin, which is then closed
+	// keepStdin holds stdin open until the process has exited: the shim
+	// closes a terminal when its input ends, and the process gets SIGHUP.
+	keepStdin      bool
 	stdout, stderr bool
 	tty            bool
 	size           *terminalSize // sent on the resize stream (tty only)
@@ -182,10 +184,15 @@ func runSession(rawURL string, s session) (sessionResult, error) {
 	if stdin != nil {
 		go func() {
 			io.WriteString(stdin, s.input) //nolint:errcheck
-			stdin.Close()
+			if !s.keepStdin {
+				stdin.Close()
+			}
 		}()
 	}
 	data, err := io.ReadAll(errStream)
+	if stdin != nil && s.keepStdin {
+		stdin.Close()
+	}
 	if err != nil {
 		return res, err
 	}
@@ -277,7 +284,7 @@ func TestStreamingExec(t *testing.T) {
 
 	// A terminal of the client's size, stdin included.
 	res = run("tty", &runtime.ExecRequest{Cmd: []string{"sh", "-c", "stty size; tty; read x; echo got-$x"}, Stdin: true, Stdout: true, Tty: true},
-		session{stdin: true, input: "abc\n", stdout: true, tty: true, size: &terminalSize{Width: 123, Height: 45}})
+		session{stdin: true, input: "abc\n", keepStdin: true, stdout: true, tty: true, size: &terminalSize{Width: 123, Height: 45}})
 	if code, err := res.status.exitCode(); err != nil || code != 0 {
 		t.Errorf("exec with tty: exit %d (%v)", code, err)
 	}
