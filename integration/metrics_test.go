@@ -74,7 +74,9 @@ func TestMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const ns = "crishim-it-metrics"
+	// A namespace of this run's own: content already in it is not fetched
+	// again, and the pull below must fetch to be counted.
+	ns := fmt.Sprintf("crishim-it-metrics-%d", time.Now().UnixNano())
 	metricsPort, debugPort := freePort(t), freePort(t)
 	cr, err := testenv.StartCrishim(testenv.CrishimConfig{
 		Binary:              shared.Binary(),
