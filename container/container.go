@@ -466,10 +466,12 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	e.status.StartedAt = time.Now().UnixNano()
 	st := proto.Clone(e.status).(*crishimpb.ContainerStatusRecord)
 	e.mu.Unlock()
-	m.persistStatus(e.id, st)
 	// Published before the exit watcher runs, so STARTED precedes STOPPED.
 	m.publish(e, runtime.ContainerEventType_CONTAINER_STARTED_EVENT)
-	go m.monitor(e, task, exitCh)
+	// The monitor persists the start: off the RPC's path, and always before
+	// the exit it records. A crash in between is covered by Recover, which
+	// finds the running task.
+	go m.monitor(e, task, exitCh, st)
 	log.WithField("pid", task.Pid()).Info("container started")
 	return m.postStart(e)
 }
@@ -524,9 +526,13 @@ func (m *Manager) persistStatus(id string, st *crishimpb.ContainerStatusRecord) 
 	}
 }
 
-// monitor waits for the task to exit and records it. A broken connection
-// to containerd is not an exit: the wait is retried on a reloaded task.
-func (m *Manager) monitor(e *entry, task containerd.Task, exitCh <-chan containerd.ExitStatus) {
+// monitor persists started (when not nil), then waits for the task to
+// exit and records it. A broken connection to containerd is not an exit:
+// the wait is retried on a reloaded task.
+func (m *Manager) monitor(e *entry, task containerd.Task, exitCh <-chan containerd.ExitStatus, started *crishimpb.ContainerStatusRecord) {
+	if started != nil {
+		m.persistStatus(e.id, started)
+	}
 	log := m.log().WithFields(logrus.Fields{"pod": e.rec.SandboxId, "container": e.id})
 	ctx := m.nsCtx(context.Background())
 	code, exitedAt := uint32(exitCodeUnknown), time.Time{}

@@ -106,10 +106,12 @@ func (m *Manager) recoverOne(ctx context.Context, c containerd.Container) error 
 	}
 	switch st.Status {
 	case containerd.Running, containerd.Paused, containerd.Pausing:
+		var started *crishimpb.ContainerStatusRecord
 		if e.state != runtime.ContainerState_CONTAINER_RUNNING {
 			// The start was recorded only in the task (crash right after).
 			e.state = runtime.ContainerState_CONTAINER_RUNNING
 			status.StartedAt = time.Now().UnixNano()
+			started = proto.Clone(status).(*crishimpb.ContainerStatusRecord)
 		}
 		task, err = c.Task(ctx, func(fifos *cio.FIFOSet) (cio.IO, error) {
 			tio, err := openTaskIO(fifos.Config, rec.LogPath, log)
@@ -131,7 +133,7 @@ func (m *Manager) recoverOne(ctx context.Context, c containerd.Container) error 
 			e.io = tio
 		}
 		e.mu.Unlock()
-		go m.monitor(e, task, exitCh)
+		go m.monitor(e, task, exitCh, started)
 		log.Info("reattached to running container")
 	case containerd.Stopped:
 		e.state = runtime.ContainerState_CONTAINER_RUNNING

@@ -95,8 +95,7 @@ func (m *Manager) run(ctx context.Context, id, key string, cfg *runtime.PodSandb
 		return err
 	}
 
-	// CNI ADD is the slowest step; it runs while the pause container's
-	// snapshot and spec are prepared.
+	// CNI ADD runs while the pause container is created and started.
 	var waitNet func() (*network.Result, error)
 	if !hostNetwork(cfg) {
 		path, err := m.net.CreateNetNS(id)
@@ -131,41 +130,29 @@ func (m *Manager) run(ctx context.Context, id, key string, cfg *runtime.PodSandb
 		return err
 	}
 
-	if waitNet != nil {
-		res, err := waitNet()
-		if err != nil {
-			return err
-		}
-		if err := faultpoint.Hit("sandbox.afterNetwork"); err != nil {
-			return err
-		}
-		p.ip, p.extraIPs = res.IP, res.AdditionalIPs
-		hostname, err := podHostname(cfg)
-		if err != nil {
-			return err
-		}
-		if err := writeHosts(p.dir, cfg, hostname, p.ip); err != nil {
-			return err
-		}
-		if err := updateRecord(ctx, container, func(r *crishimpb.SandboxRecord) {
-			r.Ip, r.AdditionalIps, r.NetworkReady = res.IP, res.AdditionalIPs, true
-		}); err != nil {
-			return fmt.Errorf("record network of pod %s: %w", id, err)
-		}
+	// The pause process needs its netns to exist, not the interfaces in
+	// it: its task (a shim, runc create and start: the longest step)
+	// starts while CNI ADD finishes and the pod's address is recorded.
+	startCh := make(chan pauseStart, 1)
+	go func() { startCh <- m.startPauseAsync(ctx, container) }()
+	netErr := m.finishNetwork(ctx, p, container, waitNet)
+	ps := <-startCh
+	undo = append(undo, ps.undo...)
+	if ps.err != nil {
+		return ps.err
 	}
-	if err := faultpoint.Hit("sandbox.beforeStart"); err != nil {
-		return err
-	}
-
-	task, exitCh, cancelWait, err := m.startPause(ctx, container, &undo)
-	if err != nil {
-		return err
+	if netErr != nil {
+		ps.cancelWait()
+		return netErr
 	}
 	if err := faultpoint.Hit("sandbox.afterStart"); err != nil {
+		ps.cancelWait()
 		return err
 	}
+	task, exitCh, cancelWait := ps.task, ps.exitCh, ps.cancelWait
 	// Complete: from here on the pod is recovered, not undone, after a crash.
 	if err := m.journal.Remove(id); err != nil {
+		cancelWait()
 		return err
 	}
 
@@ -276,6 +263,56 @@ func (m *Manager) createPause(ctx context.Context, p *pod, undo *undoStack) (con
 		return nil
 	})
 	return container, nil
+}
+
+// pauseStart is what startPauseAsync made: the running pause task, the
+// wait on it, and the undo of each step it completed.
+type pauseStart struct {
+	task       containerd.Task
+	exitCh     <-chan containerd.ExitStatus
+	cancelWait context.CancelFunc
+	undo       undoStack
+	err        error
+}
+
+// startPauseAsync is startPause with its undo steps kept apart, for Run
+// to take over once it joins the network setup again.
+func (m *Manager) startPauseAsync(ctx context.Context, c containerd.Container) pauseStart {
+	var ps pauseStart
+	if ps.err = faultpoint.Hit("sandbox.beforeStart"); ps.err != nil {
+		return ps
+	}
+	ps.task, ps.exitCh, ps.cancelWait, ps.err = m.startPause(ctx, c, &ps.undo)
+	return ps
+}
+
+// finishNetwork waits for CNI ADD (waitNet nil: host network) and writes
+// the pod's address to its hosts file and its record.
+func (m *Manager) finishNetwork(ctx context.Context, p *pod, c containerd.Container, waitNet func() (*network.Result, error)) error {
+	if waitNet == nil {
+		return nil
+	}
+	res, err := waitNet()
+	if err != nil {
+		return err
+	}
+	if err := faultpoint.Hit("sandbox.afterNetwork"); err != nil {
+		return err
+	}
+	p.ip, p.extraIPs = res.IP, res.AdditionalIPs
+	hostname, err := podHostname(p.cfg)
+	if err != nil {
+		return err
+	}
+	if err := writeHosts(p.dir, p.cfg, hostname, p.ip); err != nil {
+		return err
+	}
+	if err := updateRecord(ctx, c, func(r *crishimpb.SandboxRecord) {
+		r.Ip, r.AdditionalIps, r.NetworkReady = res.IP, res.AdditionalIPs, true
+	}); err != nil {
+		return fmt.Errorf("record network of pod %s: %w", p.id, err)
+	}
+	return nil
 }
 
 // startPause starts the pause task with no stdio and starts waiting for
