@@ -53,6 +53,9 @@ type Config struct {
 	Progress io.Writer
 	// Between, when set, is called before each round (e.g. for profiling).
 	Between func(side string, round int)
+	// AtDensity, when set, is called while DensityPods pods run on side,
+	// after the daemons were measured (e.g. for a heap profile).
+	AtDensity func(side string)
 }
 
 // sideResult is everything measured on one endpoint.
@@ -171,7 +174,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.DensityPods > 0 {
 		for _, key := range []string{"A", "B"} {
 			fmt.Fprintf(cfg.Progress, "density: %d running pods on %s (%s)\n", cfg.DensityPods, key, sides[key].ep.Name)
-			runDensity(sides[key], cfg)
+			runDensity(key, sides[key], cfg)
 		}
 	}
 	for _, s := range sides {
@@ -277,7 +280,7 @@ func stopIgnorer(s *sideResult, cfg Config, name string) error {
 
 // runDensity starts DensityPods pods with a sleeping container each,
 // measures the daemons and the shims, and removes them again.
-func runDensity(s *sideResult, cfg Config) {
+func runDensity(side string, s *sideResult, cfg Config) {
 	d := &densityResult{pods: cfg.DensityPods}
 	s.density = d
 	if u, err := ReadUsage(s.ep.PID); err == nil {
@@ -307,6 +310,9 @@ func runDensity(s *sideResult, cfg Config) {
 		d.backendRSSAt = u.RSS
 	}
 	d.shims, d.shimRSS = ShimUsage(s.ep.ShimNamespace)
+	if cfg.AtDensity != nil {
+		cfg.AtDensity(side)
+	}
 	start = time.Now()
 	_ = parallel(len(pods), cfg.Concurrency, func(i int) error {
 		if err := s.c.stopPod(pods[i], cooperativeTimeout, nil); err != nil {

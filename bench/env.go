@@ -38,7 +38,7 @@ type Env struct {
 	NetA, NetB *testenv.Network
 
 	Image, SandboxImage string
-	// DebugAddress is crishim's pprof endpoint.
+	// DebugAddress is crishim's pprof endpoint (EnvOptions.Profiling).
 	DebugAddress string
 }
 
@@ -48,6 +48,9 @@ type EnvOptions struct {
 	// CrishimBinary is used as is when set; otherwise crishim is built.
 	CrishimBinary string
 	Progress      io.Writer
+	// Profiling serves pprof on DebugAddress. Off, crishim runs as it is
+	// deployed by default: pprof off, heap profile sampling with it.
+	Profiling bool
 }
 
 // criConfig is containerd 1.6's CRI plugin set up as the critest
@@ -179,11 +182,15 @@ func SetupEnv(opts EnvOptions) (_ *Env, retErr error) {
 		return nil, fmt.Errorf("containerd's CRI plugin: %w\n%s", err, testenv.Tail(filepath.Join(logs, "containerd.log"), 30))
 	}
 
-	port, err := testenv.FreePort()
-	if err != nil {
-		return nil, err
+	args := []string{"--log-level", "info", "--sandbox-image", e.SandboxImage}
+	if opts.Profiling {
+		port, err := testenv.FreePort()
+		if err != nil {
+			return nil, err
+		}
+		e.DebugAddress = fmt.Sprintf("127.0.0.1:%d", port)
+		args = append(args, "--debug-address", e.DebugAddress)
 	}
-	e.DebugAddress = fmt.Sprintf("127.0.0.1:%d", port)
 	fmt.Fprintln(progress, "starting crishim")
 	root := filepath.Join(dir, "crishim")
 	for _, d := range []string{filepath.Join(root, "root"), filepath.Join(root, "state")} {
@@ -203,7 +210,7 @@ func SetupEnv(opts EnvOptions) (_ *Env, retErr error) {
 		LogPath:             filepath.Join(logs, "crishim.log"),
 		// The harness asks for debug logs; a benchmark runs as a node
 		// would, and containerd logs at info too.
-		ExtraArgs: []string{"--log-level", "info", "--sandbox-image", e.SandboxImage, "--debug-address", e.DebugAddress},
+		ExtraArgs: args,
 	})
 	if err != nil {
 		return nil, err
@@ -253,8 +260,17 @@ func (e *Env) Endpoints() (a, b Endpoint) {
 
 // CPUProfile fetches a CPU profile of crishim over seconds into path.
 func (e *Env) CPUProfile(path string, seconds int) error {
-	client := &http.Client{Timeout: time.Duration(seconds+30) * time.Second}
-	resp, err := client.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", e.DebugAddress, seconds))
+	return e.fetchProfile(path, fmt.Sprintf("profile?seconds=%d", seconds), time.Duration(seconds+30)*time.Second)
+}
+
+// HeapProfile fetches crishim's heap profile (after a GC) into path.
+func (e *Env) HeapProfile(path string) error {
+	return e.fetchProfile(path, "heap?gc=1", 30*time.Second)
+}
+
+func (e *Env) fetchProfile(path, query string, timeout time.Duration) error {
+	client := &http.Client{Timeout: timeout}
+	resp, err := client.Get(fmt.Sprintf("http://%s/debug/pprof/%s", e.DebugAddress, query))
 	if err != nil {
 		return err
 	}

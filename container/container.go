@@ -443,12 +443,7 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		m.recordStartFailure(e, err)
 		return fmt.Errorf("create task for container %s: %w", e.id, err)
 	}
-	waitCtx := m.nsCtx(context.Background())
-	exitCh, err := task.Wait(waitCtx)
-	if err == nil {
-		err = task.Start(ctx)
-	}
-	if err != nil {
+	if err := task.Start(ctx); err != nil {
 		cctx, cancel := m.cleanupCtx()
 		defer cancel()
 		if _, derr := task.Delete(cctx, containerd.WithProcessKill); derr != nil && !errdefs.IsNotFound(derr) {
@@ -471,7 +466,7 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	// The monitor persists the start: off the RPC's path, and always before
 	// the exit it records. A crash in between is covered by Recover, which
 	// finds the running task.
-	go m.monitor(e, task, exitCh, st)
+	go m.monitor(e, task, st)
 	log.WithField("pid", task.Pid()).Info("container started")
 	return m.postStart(e)
 }
@@ -527,45 +522,17 @@ func (m *Manager) persistStatus(id string, st *crishimpb.ContainerStatusRecord) 
 }
 
 // monitor persists started (when not nil), then waits for the task to
-// exit and records it. A broken connection to containerd is not an exit:
-// the wait is retried on a reloaded task.
-func (m *Manager) monitor(e *entry, task containerd.Task, exitCh <-chan containerd.ExitStatus, started *crishimpb.ContainerStatusRecord) {
+// exit and records it.
+func (m *Manager) monitor(e *entry, task containerd.Task, started *crishimpb.ContainerStatusRecord) {
 	if started != nil {
 		m.persistStatus(e.id, started)
 	}
 	log := m.log().WithFields(logrus.Fields{"pod": e.rec.SandboxId, "container": e.id})
 	ctx := m.nsCtx(context.Background())
 	code, exitedAt := uint32(exitCodeUnknown), time.Time{}
-	reason := ""
-	backoff := 100 * time.Millisecond
-	for {
-		st := <-exitCh
-		if st.Error() == nil {
-			code, exitedAt = st.ExitCode(), st.ExitTime()
-			break
-		}
-		log.WithError(st.Error()).Warn("lost the task wait; retrying")
-		time.Sleep(backoff)
-		backoff = min(2*backoff, 5*time.Second)
-		c, err := m.client.LoadContainer(ctx, e.id)
-		if err == nil {
-			var t containerd.Task
-			if t, err = c.Task(ctx, nil); err == nil {
-				var ch <-chan containerd.ExitStatus
-				if ch, err = t.Wait(ctx); err == nil {
-					task, exitCh = t, ch
-					continue
-				}
-			}
-		}
-		if errdefs.IsNotFound(err) {
-			reason = ReasonUnknown
-			break
-		}
-		// containerd still away: try again with the old channel refreshed.
-		exitCh = retryWait(ctx, task)
-	}
-	if reason == "" {
+	reason := ReasonUnknown
+	if st, ok := lifecycle.AwaitExit(ctx, m.client, e.id, log); ok {
+		code, exitedAt = st.ExitCode(), st.ExitTime()
 		switch {
 		case code != 0 && m.oomKilled(e.currentSpec()):
 			reason = ReasonOOMKilled
@@ -577,18 +544,6 @@ func (m *Manager) monitor(e *entry, task containerd.Task, exitCh <-chan containe
 	}
 	m.finishExit(ctx, e, task, code, exitedAt, reason, "")
 	log.WithFields(logrus.Fields{"exit": code, "reason": reason}).Info("container exited")
-}
-
-// retryWait returns a channel carrying the next Wait result on task, or
-// an error status when the wait cannot be set up.
-func retryWait(ctx context.Context, task containerd.Task) <-chan containerd.ExitStatus {
-	ch, err := task.Wait(ctx)
-	if err != nil {
-		out := make(chan containerd.ExitStatus, 1)
-		out <- *containerd.NewExitStatus(exitCodeUnknown, time.Time{}, err)
-		return out
-	}
-	return ch
 }
 
 // finishExit deletes the exited task, closes the output once drained and

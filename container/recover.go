@@ -123,17 +123,13 @@ func (m *Manager) recoverOne(ctx context.Context, c containerd.Container) error 
 		if err != nil {
 			return fmt.Errorf("reattach task IO: %w", err)
 		}
-		exitCh, err := task.Wait(m.nsCtx(context.Background()))
-		if err != nil {
-			return fmt.Errorf("wait for task: %w", err)
-		}
 		e.mu.Lock()
 		e.pid = task.Pid()
 		if tio, ok := task.IO().(*taskIO); ok {
 			e.io = tio
 		}
 		e.mu.Unlock()
-		go m.monitor(e, task, exitCh, started)
+		go m.monitor(e, task, started)
 		log.Info("reattached to running container")
 	case containerd.Stopped:
 		e.state = runtime.ContainerState_CONTAINER_RUNNING

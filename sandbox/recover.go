@@ -61,8 +61,7 @@ func (m *Manager) recoverOne(ctx context.Context, c containerd.Container) error 
 		p.name = nameKey(cfg.GetMetadata())
 	}
 
-	var exitCh <-chan containerd.ExitStatus
-	var cancelWait context.CancelFunc
+	watch := false
 	task, err := c.Task(ctx, nil)
 	switch {
 	case errdefs.IsNotFound(err):
@@ -76,13 +75,7 @@ func (m *Manager) recoverOne(ctx context.Context, c containerd.Container) error 
 			return fmt.Errorf("pause task status: %w", err)
 		}
 		if st.Status == containerd.Running && !p.stopped {
-			waitCtx, cancel := context.WithCancel(m.withNS(context.Background()))
-			ch, err := task.Wait(waitCtx)
-			if err != nil {
-				cancel()
-				return fmt.Errorf("wait for pause task: %w", err)
-			}
-			exitCh, cancelWait, p.ready = ch, cancel, true
+			watch, p.ready = true, true
 		}
 	}
 
@@ -93,8 +86,8 @@ func (m *Manager) recoverOne(ctx context.Context, c containerd.Container) error 
 	m.mu.Lock()
 	m.pods[p.id] = p
 	m.mu.Unlock()
-	if exitCh != nil {
-		go m.watch(p, c, exitCh, cancelWait)
+	if watch {
+		go m.watch(p)
 	}
 	m.logger(p.id).WithField("ready", ready).Info("recovered pod sandbox")
 	return nil

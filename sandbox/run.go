@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/crishim/crishim/faultpoint"
 	"github.com/crishim/crishim/image"
+	"github.com/crishim/crishim/lifecycle"
 	"github.com/crishim/crishim/network"
 	crishimpb "github.com/crishim/crishim/proto"
 )
@@ -142,29 +142,25 @@ func (m *Manager) run(ctx context.Context, id, key string, cfg *runtime.PodSandb
 		return ps.err
 	}
 	if netErr != nil {
-		ps.cancelWait()
 		return netErr
 	}
 	if err := faultpoint.Hit("sandbox.afterStart"); err != nil {
-		ps.cancelWait()
 		return err
 	}
-	task, exitCh, cancelWait := ps.task, ps.exitCh, ps.cancelWait
 	// Complete: from here on the pod is recovered, not undone, after a crash.
 	if err := m.journal.Remove(id); err != nil {
-		cancelWait()
 		return err
 	}
 
 	m.mu.Lock()
-	p.pid = task.Pid()
+	p.pid = ps.task.Pid()
 	p.ready = true
 	m.pods[id] = p
 	m.mu.Unlock()
 	succeeded = true
 	m.publish(p, runtime.ContainerEventType_CONTAINER_CREATED_EVENT, nil)
 	m.publish(p, runtime.ContainerEventType_CONTAINER_STARTED_EVENT, nil)
-	go m.watch(p, container, exitCh, cancelWait)
+	go m.watch(p)
 	log.WithFields(logrus.Fields{"ip": p.ip, "pid": p.pid, "took": time.Since(started)}).Info("pod sandbox running")
 	return nil
 }
@@ -265,14 +261,12 @@ func (m *Manager) createPause(ctx context.Context, p *pod, undo *undoStack) (con
 	return container, nil
 }
 
-// pauseStart is what startPauseAsync made: the running pause task, the
-// wait on it, and the undo of each step it completed.
+// pauseStart is what startPauseAsync made: the running pause task and
+// the undo of each step it completed.
 type pauseStart struct {
-	task       containerd.Task
-	exitCh     <-chan containerd.ExitStatus
-	cancelWait context.CancelFunc
-	undo       undoStack
-	err        error
+	task containerd.Task
+	undo undoStack
+	err  error
 }
 
 // startPauseAsync is startPause with its undo steps kept apart, for Run
@@ -282,7 +276,7 @@ func (m *Manager) startPauseAsync(ctx context.Context, c containerd.Container) p
 	if ps.err = faultpoint.Hit("sandbox.beforeStart"); ps.err != nil {
 		return ps
 	}
-	ps.task, ps.exitCh, ps.cancelWait, ps.err = m.startPause(ctx, c, &ps.undo)
+	ps.task, ps.err = m.startPause(ctx, c, &ps.undo)
 	return ps
 }
 
@@ -315,12 +309,11 @@ func (m *Manager) finishNetwork(ctx context.Context, p *pod, c containerd.Contai
 	return nil
 }
 
-// startPause starts the pause task with no stdio and starts waiting for
-// its exit before it runs, so that no exit can be missed.
-func (m *Manager) startPause(ctx context.Context, c containerd.Container, undo *undoStack) (containerd.Task, <-chan containerd.ExitStatus, context.CancelFunc, error) {
+// startPause starts the pause task with no stdio.
+func (m *Manager) startPause(ctx context.Context, c containerd.Container, undo *undoStack) (containerd.Task, error) {
 	task, err := c.NewTask(ctx, cio.NullIO)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("create pause task for pod %s: %w", c.ID(), err)
+		return nil, fmt.Errorf("create pause task for pod %s: %w", c.ID(), err)
 	}
 	undo.add("delete pause task", func(cctx context.Context) error {
 		if _, err := task.Delete(cctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
@@ -328,17 +321,10 @@ func (m *Manager) startPause(ctx context.Context, c containerd.Container, undo *
 		}
 		return nil
 	})
-	waitCtx, cancelWait := context.WithCancel(m.withNS(context.Background()))
-	exitCh, err := task.Wait(waitCtx)
-	if err != nil {
-		cancelWait()
-		return nil, nil, nil, fmt.Errorf("wait for pause task of pod %s: %w", c.ID(), err)
-	}
 	if err := task.Start(ctx); err != nil {
-		cancelWait()
-		return nil, nil, nil, fmt.Errorf("start pause container for pod %s: %w", c.ID(), err)
+		return nil, fmt.Errorf("start pause container for pod %s: %w", c.ID(), err)
 	}
-	return task, exitCh, cancelWait, nil
+	return task, nil
 }
 
 // processImageOf takes the pause process from the image service's view of
@@ -365,28 +351,12 @@ func processImageOf(ctx context.Context, local *image.Local) (processImage, erro
 	}, nil
 }
 
-// watch follows the pause task until it exits, then marks the pod not
-// ready and deletes the task. A lost containerd connection is not an exit:
-// the wait is re-established once containerd answers again.
-func (m *Manager) watch(p *pod, c containerd.Container, exitCh <-chan containerd.ExitStatus, cancel context.CancelFunc) {
+// watch follows the pause task until it exits (or is gone), then marks
+// the pod not ready and deletes the task.
+func (m *Manager) watch(p *pod) {
 	log := m.logger(p.id)
-	backoff := 100 * time.Millisecond
-	for {
-		st, open := <-exitCh
-		cancel()
-		if open && st.Error() == nil {
-			log.WithField("exit_code", st.ExitCode()).Info("pause container exited")
-			break
-		}
-		waitErr := st.Error()
-		if !open {
-			waitErr = errors.New("wait channel closed")
-		}
-		log.WithError(waitErr).Warn("lost the pause task's wait; waiting again")
-		exitCh, cancel = m.rewait(c, &backoff)
-		if exitCh == nil {
-			break
-		}
+	if st, ok := lifecycle.AwaitExit(m.withNS(context.Background()), m.client, p.id, log); ok {
+		log.WithField("exit_code", st.ExitCode()).Info("pause container exited")
 	}
 	m.mu.Lock()
 	p.ready = false
@@ -398,37 +368,13 @@ func (m *Manager) watch(p *pod, c containerd.Container, exitCh <-chan containerd
 	m.publish(p, runtime.ContainerEventType_CONTAINER_STOPPED_EVENT, nil)
 	ctx, cancelCleanup := m.cleanupContext()
 	defer cancelCleanup()
-	if t, err := c.Task(ctx, nil); err == nil {
-		if _, err := t.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
-			log.WithError(err).Warn("delete exited pause task")
-		}
-	}
-}
-
-// rewait retries waiting for the pause task with a growing backoff; a nil
-// channel means the task is gone.
-func (m *Manager) rewait(c containerd.Container, backoff *time.Duration) (<-chan containerd.ExitStatus, context.CancelFunc) {
-	for {
-		time.Sleep(*backoff)
-		if *backoff < 10*time.Second {
-			*backoff *= 2
-		}
-		ctx, cancel := context.WithCancel(m.withNS(context.Background()))
-		t, err := c.Task(ctx, nil)
-		if errdefs.IsNotFound(err) {
-			cancel()
-			return nil, nil
-		}
-		if err == nil {
-			ch, werr := t.Wait(ctx)
-			if werr == nil {
-				return ch, cancel
-			}
-			if errdefs.IsNotFound(werr) {
-				cancel()
-				return nil, nil
+	// Loaded again rather than held: a pod can run for months, and the
+	// container's record carries its whole spec.
+	if c, err := m.client.LoadContainer(ctx, p.id); err == nil {
+		if t, err := c.Task(ctx, nil); err == nil {
+			if _, err := t.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
+				log.WithError(err).Warn("delete exited pause task")
 			}
 		}
-		cancel()
 	}
 }

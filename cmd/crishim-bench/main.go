@@ -33,6 +33,7 @@ func run() error {
 		binary      = flag.String("crishim", "", "crishim binary to run (empty: build it)")
 		profile     = flag.String("cpuprofile", "", "write a CPU profile of crishim, taken from the first B round on, to this file")
 		profileSecs = flag.Int("profile-seconds", 30, "length of the -cpuprofile profile")
+		heapProfile = flag.String("heapprofile", "", "write crishim's heap profile, taken with the density pods running, to this file")
 		quick       = flag.Bool("quick", false, "small rounds unless set otherwise: 10 lifecycles, 16 at c=8, 2 ignorer stops, 20 pods for density")
 		a           = flag.String("a", "", "socket of endpoint A (external mode; needs -b)")
 		b           = flag.String("b", "", "socket of endpoint B (external mode)")
@@ -87,7 +88,7 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		env, err = bench.SetupEnv(bench.EnvOptions{RepoRoot: root, CrishimBinary: *binary, Progress: os.Stderr})
+		env, err = bench.SetupEnv(bench.EnvOptions{RepoRoot: root, CrishimBinary: *binary, Progress: os.Stderr, Profiling: *profile != "" || *heapProfile != ""})
 		if err != nil {
 			return err
 		}
@@ -100,7 +101,20 @@ func run() error {
 		cfg.ContainerdPID = env.Containerd.Pid()
 		cfg.Image, cfg.SandboxImage = env.Image, env.SandboxImage
 		cfg.LogDir = filepath.Join(env.Dir, "pods")
-		fmt.Fprintf(os.Stderr, "environment in %s; crishim pprof on http://%s/debug/pprof/\n", env.Dir, env.DebugAddress)
+		fmt.Fprintf(os.Stderr, "environment in %s\n", env.Dir)
+		if env.DebugAddress != "" {
+			fmt.Fprintf(os.Stderr, "crishim pprof on http://%s/debug/pprof/\n", env.DebugAddress)
+		}
+		if *heapProfile != "" {
+			cfg.AtDensity = func(side string) {
+				if side != "B" {
+					return
+				}
+				if err := env.HeapProfile(*heapProfile); err != nil {
+					fmt.Fprintln(os.Stderr, "crishim-bench: heap profile:", err)
+				}
+			}
+		}
 		if *profile != "" {
 			started := false
 			done := make(chan struct{})
