@@ -5,7 +5,6 @@ package integration
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,7 +20,8 @@ import (
 	"google.golang.org/grpc/codes"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/streaming/pkg/httpstream"
-	"k8s.io/streaming/pkg/httpstream/spdy"
+
+	"github.com/crishim/crishim/integration/testenv"
 )
 
 // These tests speak the streaming protocols the way kubectl and crictl do:
@@ -32,48 +32,6 @@ const (
 	execProtocol        = "v4.channel.k8s.io"
 	portForwardProtocol = "portforward.k8s.io"
 )
-
-// spdyDial upgrades a POST to rawURL to a SPDY connection with protocol.
-// raw is the TCP connection under it, for cutting it off abruptly the way
-// a client that dies does (closing conn waits for the streams to finish).
-func spdyDial(rawURL, protocol string) (conn httpstream.Connection, raw net.Conn, err error) {
-	var mu sync.Mutex
-	rt, err := spdy.NewRoundTripperWithConfig(spdy.RoundTripperConfig{
-		UpgradeTransport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var d net.Dialer
-			c, err := d.DialContext(ctx, network, addr)
-			mu.Lock()
-			raw = c
-			mu.Unlock()
-			return c, err
-		}},
-	})
-	if err != nil {
-		return nil, nil, err
-	}
-	req, err := http.NewRequest(http.MethodPost, rawURL, nil)
-	if err != nil {
-		return nil, nil, err
-	}
-	req.Header.Set(httpstream.HeaderProtocolVersion, protocol)
-	resp, err := rt.RoundTrip(req)
-	if err != nil {
-		return nil, nil, err
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if conn, err = rt.NewConnection(resp); err != nil {
-		raw.Close()
-		return nil, nil, err
-	}
-	if got := resp.Header.Get(httpstream.HeaderProtocolVersion); got != protocol {
-		raw.Close()
-		return nil, nil, fmt.Errorf("server chose protocol %q, want %q", got, protocol)
-	}
-	// A session that hangs fails its test instead of the whole run.
-	raw.SetDeadline(time.Now().Add(time.Minute)) //nolint:errcheck
-	return conn, raw, nil
-}
 
 // terminalSize is remotecommand's resize message.
 type terminalSize struct {
@@ -136,7 +94,7 @@ func newStream(conn httpstream.Connection, typ string) (httpstream.Stream, error
 // runSession runs one exec or attach session at rawURL to its end.
 func runSession(rawURL string, s session) (sessionResult, error) {
 	var res sessionResult
-	conn, raw, err := spdyDial(rawURL, execProtocol)
+	conn, raw, err := testenv.SPDYDial(rawURL, execProtocol)
 	if err != nil {
 		return res, err
 	}
@@ -295,7 +253,7 @@ func TestStreamingExec(t *testing.T) {
 	}
 
 	// A client that goes away takes its process with it.
-	conn, raw, err := spdyDial(execURL(&runtime.ExecRequest{Cmd: []string{"sleep", "3217"}, Stdout: true}), execProtocol)
+	conn, raw, err := testenv.SPDYDial(execURL(&runtime.ExecRequest{Cmd: []string{"sleep", "3217"}, Stdout: true}), execProtocol)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -428,7 +386,7 @@ func TestStreamingAttachTTY(t *testing.T) {
 // request, half-closes, and returns all the pod sent back and any error
 // message from the server.
 func portForward(rawURL string, port int, request string) (reply, errMsg string, err error) {
-	conn, raw, err := spdyDial(rawURL, portForwardProtocol)
+	conn, raw, err := testenv.SPDYDial(rawURL, portForwardProtocol)
 	if err != nil {
 		return "", "", err
 	}

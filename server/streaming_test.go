@@ -1,3 +1,5 @@
+//go:build linux
+
 package server
 
 import (
@@ -9,18 +11,17 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"sync"
 	"testing"
 	"time"
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
 	"k8s.io/streaming/pkg/httpstream"
-	"k8s.io/streaming/pkg/httpstream/spdy"
 	utilexec "k8s.io/utils/exec"
 
 	"github.com/crishim/crishim/config"
 	"github.com/crishim/crishim/container"
+	"github.com/crishim/crishim/integration/testenv"
 )
 
 func TestExecErrorCarriesExitCode(t *testing.T) {
@@ -80,34 +81,10 @@ func startStreamService(t *testing.T, rt *fakeRuntime) *streamService {
 // stdout, returning the raw TCP connection and the error stream.
 func execSession(t *testing.T, rawURL string) (net.Conn, httpstream.Stream) {
 	t.Helper()
-	var raw net.Conn
-	var mu sync.Mutex
-	rt, err := spdy.NewRoundTripperWithConfig(spdy.RoundTripperConfig{
-		UpgradeTransport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var d net.Dialer
-			c, err := d.DialContext(ctx, network, addr)
-			mu.Lock()
-			raw = c
-			mu.Unlock()
-			return c, err
-		}},
-	})
+	conn, raw, err := testenv.SPDYDial(rawURL, remotecommand.StreamProtocolV4Name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, _ := http.NewRequest(http.MethodPost, rawURL, nil)
-	req.Header.Set(httpstream.HeaderProtocolVersion, remotecommand.StreamProtocolV4Name)
-	resp, err := rt.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := rt.NewConnection(resp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	raw.SetDeadline(time.Now().Add(30 * time.Second)) //nolint:errcheck
 	t.Cleanup(func() { raw.Close() })
 	h := http.Header{}
 	h.Set(remotecommand.StreamType, remotecommand.StreamTypeError)
