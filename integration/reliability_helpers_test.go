@@ -204,41 +204,34 @@ func (c *client) views(ctx context.Context) (map[string]podView, map[string]ctrV
 // diffViews describes every difference between two snapshots, except for
 // the containers in skip.
 func diffViews(bp map[string]podView, bc map[string]ctrView, ap map[string]podView, ac map[string]ctrView, skip map[string]bool) []string {
+	out := diffView("pod", bp, ap, func(p podView) string { return p.Name }, nil)
+	out = append(out, diffView("container", bc, ac, func(c ctrView) string { return c.Name }, skip)...)
+	sort.Strings(out)
+	return out
+}
+
+// diffView describes what is gone, changed or new in after compared with
+// before, skipping the IDs in skip.
+func diffView[V any](kind string, before, after map[string]V, name func(V) string, skip map[string]bool) []string {
 	var out []string
-	for id, b := range bp {
-		a, ok := ap[id]
-		if !ok {
-			out = append(out, "pod "+b.Name+" "+id[:12]+" is gone")
-			continue
-		}
-		if fmt.Sprint(a) != fmt.Sprint(b) {
-			out = append(out, fmt.Sprintf("pod %s changed:\n  before %+v\n  after  %+v", b.Name, b, a))
-		}
-	}
-	for id := range ap {
-		if _, ok := bp[id]; !ok {
-			out = append(out, "pod "+id[:12]+" appeared")
-		}
-	}
-	for id, b := range bc {
+	for id, b := range before {
 		if skip[id] {
 			continue
 		}
-		a, ok := ac[id]
+		a, ok := after[id]
 		if !ok {
-			out = append(out, "container "+b.Name+" "+id[:12]+" is gone")
+			out = append(out, kind+" "+name(b)+" "+id[:12]+" is gone")
 			continue
 		}
 		if fmt.Sprint(a) != fmt.Sprint(b) {
-			out = append(out, fmt.Sprintf("container %s changed:\n  before %+v\n  after  %+v", b.Name, b, a))
+			out = append(out, fmt.Sprintf("%s %s changed:\n  before %+v\n  after  %+v", kind, name(b), b, a))
 		}
 	}
-	for id := range ac {
-		if _, ok := bc[id]; !ok {
-			out = append(out, "container "+id[:12]+" appeared")
+	for id := range after {
+		if _, ok := before[id]; !ok {
+			out = append(out, kind+" "+id[:12]+" appeared")
 		}
 	}
-	sort.Strings(out)
 	return out
 }
 

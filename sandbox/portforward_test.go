@@ -60,6 +60,18 @@ func listen(t *testing.T, handle func(net.Conn)) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// dialServer starts a one-connection server with handle and returns a
+// connection to it from dialLoopback, closed when the test ends.
+func dialServer(t *testing.T, handle func(net.Conn)) net.Conn {
+	t.Helper()
+	conn, err := dialLoopback("", listen(t, handle))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
 func spliceAsync(ctx context.Context, conn net.Conn, s *fakeStream) <-chan error {
 	done := make(chan error, 1)
 	go func() { done <- splice(ctx, conn, s) }()
@@ -80,15 +92,10 @@ func waitDone(t *testing.T, done <-chan error) error {
 // The client's end of input half-closes the connection: the server sees
 // EOF and its answer still comes back.
 func TestSpliceHalfClosesOnClientEOF(t *testing.T) {
-	port := listen(t, func(c net.Conn) {
+	conn := dialServer(t, func(c net.Conn) {
 		req, _ := io.ReadAll(c)
 		c.Write(append([]byte("got:"), req...)) //nolint:errcheck
 	})
-	conn, err := dialLoopback("", port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	s, w := newFakeStream()
 	done := spliceAsync(context.Background(), conn, s)
 	io.WriteString(w, "hello") //nolint:errcheck
@@ -104,12 +111,7 @@ func TestSpliceHalfClosesOnClientEOF(t *testing.T) {
 // The server closing ends the session even while the client still has
 // its input open.
 func TestSpliceEndsWhenServerCloses(t *testing.T) {
-	port := listen(t, func(c net.Conn) { io.WriteString(c, "bye") }) //nolint:errcheck
-	conn, err := dialLoopback("", port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dialServer(t, func(c net.Conn) { io.WriteString(c, "bye") }) //nolint:errcheck
 	s, w := newFakeStream()
 	defer w.Close()
 	if err := waitDone(t, spliceAsync(context.Background(), conn, s)); err != nil {
@@ -122,12 +124,7 @@ func TestSpliceEndsWhenServerCloses(t *testing.T) {
 
 // A client stream that fails takes the connection down.
 func TestSpliceEndsOnStreamError(t *testing.T) {
-	port := listen(t, func(c net.Conn) { io.Copy(io.Discard, c) }) //nolint:errcheck
-	conn, err := dialLoopback("", port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dialServer(t, func(c net.Conn) { io.Copy(io.Discard, c) }) //nolint:errcheck
 	s, w := newFakeStream()
 	done := spliceAsync(context.Background(), conn, s)
 	boom := errors.New("client vanished")
@@ -138,12 +135,7 @@ func TestSpliceEndsOnStreamError(t *testing.T) {
 }
 
 func TestSpliceEndsWithContext(t *testing.T) {
-	port := listen(t, func(c net.Conn) { io.Copy(io.Discard, c) }) //nolint:errcheck
-	conn, err := dialLoopback("", port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dialServer(t, func(c net.Conn) { io.Copy(io.Discard, c) }) //nolint:errcheck
 	s, w := newFakeStream()
 	defer w.Close()
 	ctx, cancel := context.WithCancel(context.Background())
