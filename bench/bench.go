@@ -68,6 +68,7 @@ type sideResult struct {
 	seqPods, concPods     int
 	seqWall, concWall     time.Duration
 	cpuServer, cpuBackend time.Duration
+	cpuMachine            time.Duration
 	lifecycles            int
 	failures              int
 	firstErr              error
@@ -210,6 +211,7 @@ func prepare(ctx context.Context, c *client, cfg Config) error {
 func runRound(s *sideResult, cfg Config, round int) {
 	before, _ := ReadUsage(s.ep.PID)
 	backendBefore, _ := ReadUsage(cfg.ContainerdPID)
+	machineBefore, _ := MachineCPU()
 
 	start := time.Now()
 	for i := 0; i < cfg.Pods; i++ {
@@ -240,7 +242,9 @@ func runRound(s *sideResult, cfg Config, round int) {
 
 	after, _ := ReadUsage(s.ep.PID)
 	backendAfter, _ := ReadUsage(cfg.ContainerdPID)
+	machineAfter, _ := MachineCPU()
 	s.cpuServer += after.CPU - before.CPU
+	s.cpuMachine += machineAfter - machineBefore
 	s.cpuBackend += backendAfter.CPU - backendBefore.CPU
 	s.lifecycles += cfg.Pods + cfg.IgnorerStops + cfg.ConcurrentPods
 
@@ -386,6 +390,7 @@ func (r *Report) Table() Table {
 	t.Rows = append(t.Rows,
 		ValueRow("CPU ms per lifecycle: the CRI server process (A: containerd, B: crishim)", "%.1f", cpuPer(a, a.cpuServer), cpuPer(b, b.cpuServer)),
 		ValueRow("CPU ms per lifecycle: containerd + crishim (everything but shims, runc, CNI)", "%.1f", cpuPer(a, a.cpuBackend), cpuPer(b, b.cpuBackend+b.cpuServer)),
+		ValueRow("CPU ms per lifecycle: the whole machine (shims, runc, CNI, kernel and this client too)", "%.1f", cpuPer(a, a.cpuMachine), cpuPer(b, b.cpuMachine)),
 		ValueRow("RSS MiB of the CRI server process after the rounds", "%.1f", mib(a.rssEnd), mib(b.rssEnd)),
 	)
 	if da, db := a.density, b.density; da != nil && db != nil {

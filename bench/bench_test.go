@@ -93,3 +93,15 @@ func TestParseStatCPU(t *testing.T) {
 		t.Error("parseStatCPU(garbage) succeeded")
 	}
 }
+
+func TestParseMachineCPU(t *testing.T) {
+	// user nice system idle iowait irq softirq steal: idle and iowait are not busy
+	stat := "cpu  100 20 30 5000 700 4 6 10 0 0\ncpu0 50 10 15 2500 350 2 3 5 0 0\n"
+	got, err := parseMachineCPU(stat)
+	if err != nil || got != 170*clockTick {
+		t.Errorf("parseMachineCPU = %v, %v; want %v", got, err, 170*clockTick)
+	}
+	if _, err := parseMachineCPU("intr 1 2 3\n"); err == nil {
+		t.Error("parseMachineCPU accepted a stat without a cpu line")
+	}
+}

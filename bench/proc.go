@@ -80,3 +80,33 @@ func ShimUsage(ns string) (count int, rss int64) {
 	}
 	return count, rss
 }
+
+// MachineCPU is the CPU time all processes have used since boot: the busy
+// fields of /proc/stat's cpu line (idle and iowait left out). It includes
+// what neither daemon accounts as its own: shims, runc, CNI plugins, the
+// kernel's work for them, and the benchmark client.
+func MachineCPU() (time.Duration, error) {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	return parseMachineCPU(string(data))
+}
+
+func parseMachineCPU(stat string) (time.Duration, error) {
+	line, _, _ := strings.Cut(stat, "\n")
+	f := strings.Fields(line)
+	// cpu user nice system idle iowait irq softirq steal ...
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, fmt.Errorf("malformed /proc/stat cpu line %q", line)
+	}
+	var busy int64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} {
+		v, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("malformed /proc/stat cpu line %q", line)
+		}
+		busy += v
+	}
+	return time.Duration(busy) * clockTick, nil
+}

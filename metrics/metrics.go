@@ -34,6 +34,7 @@ type Metrics struct {
 	pullBytes    prometheus.Counter
 	pullDuration *prometheus.HistogramVec
 	stops        *prometheus.CounterVec
+	containerd   *prometheus.CounterVec
 }
 
 // New registers crishim's metrics plus the Go runtime and process ones.
@@ -68,12 +69,16 @@ func New() *Metrics {
 			Namespace: namespace, Subsystem: "container", Name: "stops_total",
 			Help: "Container stops by outcome: graceful (exited within the grace period) or killed (SIGKILL at the deadline).",
 		}, []string{"outcome"}),
+		containerd: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "containerd", Name: "requests_total",
+			Help: "Unary requests crishim sent to containerd, by method and gRPC status code: the round trips behind each CRI call.",
+		}, []string{"method", "code"}),
 	}
 	// Both outcomes exist from the start, so a rate over them is defined
 	// before the first kill.
 	m.stops.WithLabelValues(StopGraceful)
 	m.stops.WithLabelValues(StopKilled)
-	m.reg.MustRegister(m.rpcDuration, m.rpcTotal, m.cniDuration, m.pullBytes, m.pullDuration, m.stops,
+	m.reg.MustRegister(m.rpcDuration, m.rpcTotal, m.cniDuration, m.pullBytes, m.pullDuration, m.stops, m.containerd,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -174,3 +179,8 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 type logAdapter struct{}
 
 func (logAdapter) Println(v ...any) { logrus.WithField("component", "metrics").Warn(v...) }
+
+// ObserveContainerd records one unary request to containerd ("service/Method").
+func (m *Metrics) ObserveContainerd(method, code string) {
+	m.containerd.WithLabelValues(method, code).Inc()
+}

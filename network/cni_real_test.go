@@ -23,7 +23,7 @@ const (
 
 // realCNI is a network manager over the machine's CNI plugins plus, in a
 // directory of its own, a plugin that fails every ADD.
-func realCNI(t *testing.T, withFailing bool) (*Manager, string) {
+func realCNI(t *testing.T, withFailing bool, firstBinDirs ...string) (*Manager, string) {
 	t.Helper()
 	if os.Getenv("CRISHIM_TEST_CONTAINERD") == "" || os.Geteuid() != 0 {
 		t.Skip("real-stack test: set CRISHIM_TEST_CONTAINERD and run as root")
@@ -56,7 +56,8 @@ exit 0
 	if err := os.WriteFile(filepath.Join(failBin, "hlpsb-fail"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	m, err := New(Config{ConfDir: confDir, BinDirs: []string{"/usr/lib/cni", "/opt/cni/bin", failBin}, NetNSDir: t.TempDir()})
+	bins := append(firstBinDirs, "/usr/lib/cni", "/opt/cni/bin", failBin)
+	m, err := New(Config{ConfDir: confDir, BinDirs: bins, NetNSDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,5 +153,66 @@ func TestRealFailedAddLeavesNoAllocation(t *testing.T) {
 	}
 	if got := allocations(t, allocDir); len(got) != 0 {
 		t.Errorf("allocations after failed ADD = %v", got)
+	}
+}
+
+// TestRealPortmapRunsOnlyForHostPorts wraps the real portmap plugin to log
+// its calls: a pod without host ports must get its IP, an lo that is up,
+// and no portmap call; a pod with one must get portmap on ADD and DEL.
+func TestRealPortmapRunsOnlyForHostPorts(t *testing.T) {
+	wrapDir := t.TempDir()
+	callLog := filepath.Join(wrapDir, "calls")
+	wrapper := fmt.Sprintf("#!/bin/sh\necho \"$CNI_COMMAND\" >> %s\nexec /usr/lib/cni/portmap\n", callLog)
+	if err := os.WriteFile(filepath.Join(wrapDir, "portmap"), []byte(wrapper), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m, allocDir := realCNI(t, false, wrapDir)
+	ctx := context.Background()
+	calls := func() string {
+		data, err := os.ReadFile(callLog)
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		return strings.Join(strings.Fields(string(data)), ",")
+	}
+	for _, tc := range []struct {
+		name      string
+		ports     []*runtime.PortMapping
+		wantCalls string
+	}{
+		{"no host ports", []*runtime.PortMapping{{ContainerPort: 80}}, ""},
+		{"host port", []*runtime.PortMapping{{ContainerPort: 80, HostPort: 18090}}, "ADD,DEL"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			os.Remove(callLog)
+			id := "hlpsbnettest3"
+			path, err := m.CreateNetNS(id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.RemoveNetNS(path)
+			pod := testPod()
+			pod.PortMappings = tc.ports
+			res, err := m.Setup(ctx, id, path, pod)
+			if err != nil {
+				t.Fatalf("Setup: %v", err)
+			}
+			if got := allocations(t, allocDir); len(got) != 1 || got[0] != res.IP {
+				t.Fatalf("allocations = %v, want [%s]", got, res.IP)
+			}
+			out, err := exec.Command("nsenter", "--net="+path, "ip", "-o", "link", "show", "lo").CombinedOutput()
+			if err != nil || !strings.Contains(string(out), ",UP") {
+				t.Errorf("lo in the pod is not up: %v: %s", err, out)
+			}
+			if err := m.Teardown(ctx, id, path, pod); err != nil {
+				t.Fatalf("Teardown: %v", err)
+			}
+			if got := allocations(t, allocDir); len(got) != 0 {
+				t.Errorf("allocations after teardown = %v", got)
+			}
+			if got := calls(); got != tc.wantCalls {
+				t.Errorf("portmap calls = %q, want %q", got, tc.wantCalls)
+			}
+		})
 	}
 }

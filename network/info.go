@@ -18,9 +18,9 @@ type Info struct {
 // Info reports the loaded CNI configuration and its state.
 func (m *Manager) Info() Info {
 	info := Info{ConfDir: m.cfg.ConfDir, BinDirs: m.cfg.BinDirs, PodCIDR: m.PodCIDR()}
-	cni, err := m.current()
-	if cni != nil {
-		info.Networks = cni.GetConfig()
+	nets, err := m.current()
+	if nets != nil {
+		info.Networks = nets.all.GetConfig()
 	}
 	if err == nil {
 		err = m.Ready()

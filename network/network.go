@@ -3,7 +3,9 @@
 package network
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -39,7 +41,8 @@ type Manager struct {
 	// stamp describes the conf dir contents cni was loaded from; a
 	// different stamp means the operator changed the configuration.
 	stamp   string
-	cni     gocni.CNI
+	loaded  bool
+	cni     *networks
 	loadErr error
 	builtin bool
 	podCIDR string
@@ -69,10 +72,17 @@ type Result struct {
 // NetNSDir is where CreateNetNS puts the pods' network namespaces.
 func (m *Manager) NetNSDir() string { return m.cfg.NetNSDir }
 
-// CreateNetNS makes a new persistent network namespace for pod id and returns its path.
+// CreateNetNS makes a new persistent network namespace for pod id, with
+// its loopback interface up, and returns its path.
 func (m *Manager) CreateNetNS(id string) (string, error) {
 	ns, err := netns.NewNetNS(m.cfg.NetNSDir)
 	if err != nil {
+		return "", fmt.Errorf("create network namespace for pod %s: %w", id, err)
+	}
+	if err := bringUpLoopback(ns.GetPath()); err != nil {
+		if rerr := ns.Remove(); rerr != nil {
+			logrus.WithError(rerr).WithField("pod", id).Warn("remove network namespace after failing to set lo up")
+		}
 		return "", fmt.Errorf("create network namespace for pod %s: %w", id, err)
 	}
 	return ns.GetPath(), nil
@@ -93,10 +103,11 @@ func (m *Manager) RemoveNetNS(path string) error {
 // DNS/bandwidth capabilities. On failure nothing stays attached.
 func (m *Manager) Setup(ctx context.Context, id, netnsPath string, pod *runtime.PodSandboxConfig) (_ *Result, err error) {
 	defer m.observe("setup", time.Now(), &err)
-	cni, err := m.current()
+	nets, err := m.current()
 	if err != nil {
 		return nil, fmt.Errorf("set up network for pod %s: %w", id, err)
 	}
+	cni := nets.forPod(pod)
 	opts, err := namespaceOpts(id, pod)
 	if err != nil {
 		return nil, fmt.Errorf("set up network for pod %s: %w", id, err)
@@ -128,10 +139,12 @@ func (m *Manager) Setup(ctx context.Context, id, netnsPath string, pod *runtime.
 // Teardown detaches the pod (CNI DEL); it is idempotent.
 func (m *Manager) Teardown(ctx context.Context, id, netnsPath string, pod *runtime.PodSandboxConfig) (err error) {
 	defer m.observe("teardown", time.Now(), &err)
-	cni, err := m.current()
+	nets, err := m.current()
 	if err != nil {
 		return fmt.Errorf("tear down network of pod %s: %w", id, err)
 	}
+	// The chain ADD ran, chosen by the pod's (unchanging) port mappings.
+	cni := nets.forPod(pod)
 	opts, err := namespaceOpts(id, pod)
 	if err != nil {
 		return fmt.Errorf("tear down network of pod %s: %w", id, err)
@@ -165,12 +178,12 @@ func remove(ctx context.Context, cni gocni.CNI, id, netnsPath string, opts []goc
 
 // Ready reports nil when a usable CNI configuration is loaded, else why not.
 func (m *Manager) Ready() error {
-	cni, err := m.current()
+	nets, err := m.current()
 	if err != nil {
 		return err
 	}
 	var missing []string
-	for _, n := range cni.GetConfig().Networks {
+	for _, n := range nets.all.GetConfig().Networks {
 		for _, p := range n.Config.Plugins {
 			if p.Network == nil {
 				continue
@@ -224,17 +237,17 @@ func (m *Manager) pluginExists(typ string) bool {
 
 // current returns the CNI instance for the conf dir as it is now, loading
 // it again when the directory changed since the last call.
-func (m *Manager) current() (gocni.CNI, error) {
+func (m *Manager) current() (*networks, error) {
 	files, stamp, err := confFiles(m.cfg.ConfDir)
 	if err != nil {
 		return nil, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.cni != nil && stamp == m.stamp {
+	if m.loaded && stamp == m.stamp {
 		return m.cni, m.loadErr
 	}
-	m.stamp = stamp
+	m.loaded, m.stamp = true, stamp
 	m.builtin = len(files) == 0
 	m.cni, m.loadErr = load(m.cfg, m.builtin)
 	if m.loadErr != nil {
@@ -245,27 +258,95 @@ func (m *Manager) current() (gocni.CNI, error) {
 	return m.cni, m.loadErr
 }
 
-func load(cfg Config, builtin bool) (gocni.CNI, error) {
-	cni, err := gocni.New(
-		gocni.WithPluginDir(cfg.BinDirs),
-		gocni.WithPluginConfDir(cfg.ConfDir),
-		gocni.WithInterfacePrefix("eth"),
-		// loopback plus the pod network
-		gocni.WithMinNetworkCount(2),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("initialise CNI: %w", err)
+// networks is a loaded pod network: the chain as configured and, when the
+// chain has portmap plugins, the same chain without them.
+type networks struct {
+	all gocni.CNI
+	// noHostPorts serves pods that publish no host port. portmap does
+	// nothing for them but still costs a plugin exec on each ADD and DEL.
+	noHostPorts gocni.CNI
+}
+
+// forPod is the chain to run for pod: without portmap when it maps no
+// host ports. ADD and DEL choose alike, as port mappings never change.
+func (n *networks) forPod(pod *runtime.PodSandboxConfig) gocni.CNI {
+	if n.noHostPorts != nil && len(portMappings(pod.GetPortMappings())) == 0 {
+		return n.noHostPorts
 	}
-	// The pod network is loaded first so that it gets interface eth0
-	// (go-cni numbers interfaces by load order).
+	return n.all
+}
+
+func load(cfg Config, builtin bool) (*networks, error) {
+	// The pod network is the first config in the directory (go-cni's
+	// default); pods' lo is set up by CreateNetNS, not by a plugin.
 	podNet := gocni.WithDefaultConf
 	if builtin {
 		podNet = gocni.WithConfListBytes([]byte(BuiltinConfList))
 	}
-	if err := cni.Load(podNet, gocni.WithLoNetwork); err != nil {
-		return cni, fmt.Errorf("load CNI config from %s: %v: %w", cfg.ConfDir, err, errdefs.ErrFailedPrecondition)
+	all, err := loadChain(cfg, podNet)
+	if err != nil {
+		return nil, fmt.Errorf("load CNI config from %s: %v: %w", cfg.ConfDir, err, errdefs.ErrFailedPrecondition)
+	}
+	nets := &networks{all: all}
+	source := all.GetConfig().Networks[0].Config.Source
+	trimmed, ok, err := withoutPlugin([]byte(source), "portmap")
+	if err != nil || !ok {
+		// Not fatal: the whole chain serves every pod.
+		if err != nil {
+			logrus.WithError(err).Warn("CNI config: no portmap-free chain for pods without host ports")
+		}
+		return nets, nil
+	}
+	if nets.noHostPorts, err = loadChain(cfg, gocni.WithConfListBytes(trimmed)); err != nil {
+		logrus.WithError(err).Warn("CNI config: no portmap-free chain for pods without host ports")
+		nets.noHostPorts = nil
+	}
+	return nets, nil
+}
+
+func loadChain(cfg Config, podNet gocni.Opt) (gocni.CNI, error) {
+	cni, err := gocni.New(
+		gocni.WithPluginDir(cfg.BinDirs),
+		gocni.WithPluginConfDir(cfg.ConfDir),
+		gocni.WithInterfacePrefix("eth"),
+		gocni.WithMinNetworkCount(1),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("initialise CNI: %w", err)
+	}
+	if err := cni.Load(podNet); err != nil {
+		return nil, err
 	}
 	return cni, nil
+}
+
+// withoutPlugin returns the conflist with the plugins of type typ left
+// out, and whether there were any to leave out while others remain.
+// Numbers are kept as written (json.Number), not rounded through float64.
+func withoutPlugin(conflist []byte, typ string) ([]byte, bool, error) {
+	dec := json.NewDecoder(bytes.NewReader(conflist))
+	dec.UseNumber()
+	var list map[string]any
+	if err := dec.Decode(&list); err != nil {
+		return nil, false, fmt.Errorf("parse conflist: %w", err)
+	}
+	plugins, _ := list["plugins"].([]any)
+	kept := make([]any, 0, len(plugins))
+	for _, p := range plugins {
+		if conf, ok := p.(map[string]any); ok && conf["type"] == typ {
+			continue
+		}
+		kept = append(kept, p)
+	}
+	if len(kept) == len(plugins) || len(kept) == 0 {
+		return nil, false, nil
+	}
+	list["plugins"] = kept
+	out, err := json.Marshal(list)
+	if err != nil {
+		return nil, false, err
+	}
+	return out, true, nil
 }
 
 // confFiles lists the network configs in dir the way libcni finds them

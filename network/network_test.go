@@ -115,15 +115,23 @@ func TestBuiltinNetworkWhenConfDirEmpty(t *testing.T) {
 	if !m.UsesBuiltin() {
 		t.Error("absent conf dir did not select the built-in network")
 	}
-	cni, err := m.current()
+	nets, err := m.current()
 	if err != nil {
 		t.Fatal(err)
 	}
-	names := networkNames(cni)
-	if names != "crishim,cni-loopback" {
-		t.Errorf("networks = %s, want crishim,cni-loopback", names)
+	if names := networkNames(nets.all); names != "crishim" {
+		t.Errorf("networks = %s, want crishim", names)
 	}
-	src := cni.GetConfig().Networks[0].Config.Source
+	if got := pluginTypes(nets.all); got != "bridge,portmap" {
+		t.Errorf("built-in chain = %s, want bridge,portmap", got)
+	}
+	if nets.noHostPorts == nil {
+		t.Fatal("no portmap-free chain derived from the built-in network")
+	}
+	if got := pluginTypes(nets.noHostPorts); got != "bridge" {
+		t.Errorf("chain for pods without host ports = %s, want bridge", got)
+	}
+	src := nets.all.GetConfig().Networks[0].Config.Source
 	for _, want := range []string{`"crishim0"`, `10.88.0.0/16`, `"portMappings": true`, `"isGateway": true`, `"ipMasq": true`, `0.0.0.0/0`} {
 		if !strings.Contains(src, want) {
 			t.Errorf("built-in conflist lacks %s", want)
@@ -149,17 +157,20 @@ func TestReloadsWhenConfDirChanges(t *testing.T) {
 	if m.UsesBuiltin() {
 		t.Error("still on the built-in network after a config appeared")
 	}
-	cni, _ := m.current()
-	if got := networkNames(cni); got != "mine,cni-loopback" {
-		t.Errorf("networks = %s, want mine,cni-loopback", got)
+	nets, _ := m.current()
+	if got := networkNames(nets.all); got != "mine" {
+		t.Errorf("networks = %s, want mine", got)
+	}
+	if nets.noHostPorts != nil {
+		t.Error("a chain without portmap got a second, portmap-free chain")
 	}
 	// A later file in lexical order does not replace the first.
 	if err := os.WriteFile(filepath.Join(confDir, "20-other.conflist"), []byte(strings.ReplaceAll(conf, "mine", "other")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cni, _ = m.current()
-	if got := networkNames(cni); got != "mine,cni-loopback" {
-		t.Errorf("networks after adding 20-other = %s, want mine,cni-loopback", got)
+	nets, _ = m.current()
+	if got := networkNames(nets.all); got != "mine" {
+		t.Errorf("networks after adding 20-other = %s, want mine", got)
 	}
 	// Removing every config brings the built-in network back.
 	for _, f := range []string{"10-mine.conflist", "20-other.conflist"} {
@@ -202,4 +213,72 @@ func networkNames(cni gocni.CNI) string {
 		names = append(names, n.Config.Name)
 	}
 	return strings.Join(names, ",")
+}
+
+func pluginTypes(cni gocni.CNI) string {
+	var types []string
+	for _, n := range cni.GetConfig().Networks {
+		for _, p := range n.Config.Plugins {
+			types = append(types, p.Network.Type)
+		}
+	}
+	return strings.Join(types, ",")
+}
+
+func TestWithoutPlugin(t *testing.T) {
+	conf := `{"cniVersion":"1.0.0","name":"n","plugins":[
+		{"type":"bridge","mtu":9001,"big":12345678901234567890,"ipam":{"type":"host-local"}},
+		{"type":"portmap","capabilities":{"portMappings":true}},
+		{"type":"bandwidth","capabilities":{"bandwidth":true}}]}`
+	out, ok, err := withoutPlugin([]byte(conf), "portmap")
+	if err != nil || !ok {
+		t.Fatalf("withoutPlugin = %v, %v", ok, err)
+	}
+	got := string(out)
+	for _, want := range []string{`"type":"bridge"`, `"mtu":9001`, `"big":12345678901234567890`, `"type":"bandwidth"`, `"name":"n"`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("trimmed conflist lacks %s: %s", want, got)
+		}
+	}
+	if strings.Contains(got, "portmap") {
+		t.Errorf("trimmed conflist still has portmap: %s", got)
+	}
+	for name, c := range map[string]string{
+		"no portmap":    `{"name":"n","plugins":[{"type":"bridge"}]}`,
+		"only portmap":  `{"name":"n","plugins":[{"type":"portmap"}]}`,
+		"plugins empty": `{"name":"n","plugins":[]}`,
+	} {
+		if _, ok, err := withoutPlugin([]byte(c), "portmap"); ok || err != nil {
+			t.Errorf("%s: withoutPlugin = %v, %v; want nothing to trim", name, ok, err)
+		}
+	}
+	if _, _, err := withoutPlugin([]byte("{not json"), "portmap"); err == nil {
+		t.Error("withoutPlugin accepted a broken conflist")
+	}
+}
+
+func TestForPodPicksChainByHostPorts(t *testing.T) {
+	all, trimmed := gocni.CNI(nil), gocni.CNI(nil)
+	var err error
+	bins := fakePlugins(t, "bridge", "portmap")
+	cfg := Config{BinDirs: []string{bins}, ConfDir: t.TempDir()}
+	if all, err = loadChain(cfg, gocni.WithConfListBytes([]byte(BuiltinConfList))); err != nil {
+		t.Fatal(err)
+	}
+	out, _, _ := withoutPlugin([]byte(BuiltinConfList), "portmap")
+	if trimmed, err = loadChain(cfg, gocni.WithConfListBytes(out)); err != nil {
+		t.Fatal(err)
+	}
+	nets := &networks{all: all, noHostPorts: trimmed}
+	pod := &runtime.PodSandboxConfig{PortMappings: []*runtime.PortMapping{{ContainerPort: 80}}}
+	if nets.forPod(pod) != trimmed {
+		t.Error("a pod with a container port but no host port got the chain with portmap")
+	}
+	pod.PortMappings = append(pod.PortMappings, &runtime.PortMapping{ContainerPort: 80, HostPort: 8080})
+	if nets.forPod(pod) != all {
+		t.Error("a pod with a host port did not get the chain with portmap")
+	}
+	if (&networks{all: all}).forPod(&runtime.PodSandboxConfig{}) != all {
+		t.Error("without a trimmed chain every pod must get the whole one")
+	}
 }

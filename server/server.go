@@ -10,11 +10,16 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/pkg/dialer"
 	"github.com/sirupsen/logrus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crishim/crishim/config"
@@ -52,11 +57,12 @@ func New(ctx context.Context, cfg config.Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	client, err := connect(ctx, cfg)
+	m := metrics.New()
+	client, err := connect(ctx, cfg, m)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, client: client, metrics: metrics.New()}
+	s := &Server{cfg: cfg, client: client, metrics: m}
 	if err := s.build(ctx); err != nil {
 		client.Close()
 		return nil, err
@@ -80,13 +86,14 @@ func New(ctx context.Context, cfg config.Config) (*Server, error) {
 
 // connect waits for containerd: a node runtime started alongside containerd
 // must not fail just because containerd came up a second later.
-func connect(ctx context.Context, cfg config.Config) (*containerd.Client, error) {
+func connect(ctx context.Context, cfg config.Config, m *metrics.Metrics) (*containerd.Client, error) {
 	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
 	var lastErr error
 	for {
 		client, err := containerd.New(cfg.ContainerdAddress,
 			containerd.WithDefaultNamespace(cfg.ContainerdNamespace),
+			containerd.WithDialOpts(containerdDialOpts(m)),
 			containerd.WithTimeout(5*time.Second))
 		if err == nil {
 			serving, serr := client.IsServing(ctx)
@@ -103,6 +110,27 @@ func connect(ctx context.Context, cfg config.Config) (*containerd.Client, error)
 			return nil, fmt.Errorf("connect to containerd at %s: %w", cfg.ContainerdAddress, lastErr)
 		case <-time.After(time.Second):
 		}
+	}
+}
+
+// containerdDialOpts are the containerd client's own defaults plus an
+// interceptor counting requests, so that the round trips behind each CRI
+// call can be watched in the metrics.
+func containerdDialOpts(m *metrics.Metrics) []grpc.DialOption {
+	backoffConfig := backoff.DefaultConfig
+	backoffConfig.MaxDelay = 3 * time.Second
+	return []grpc.DialOption{
+		grpc.WithBlock(),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.FailOnNonTempDialError(true),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoffConfig}),
+		grpc.WithContextDialer(dialer.ContextDialer),
+		grpc.WithReturnConnectionError(),
+		grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			err := invoker(ctx, method, req, reply, cc, opts...)
+			m.ObserveContainerd(strings.TrimPrefix(method, "/containerd.services."), status.Code(err).String())
+			return err
+		}),
 	}
 }
 
