@@ -97,6 +97,7 @@ func (m *Manager) run(ctx context.Context, id, key string, cfg *runtime.PodSandb
 
 	// CNI ADD runs while the pause container is created and started.
 	var waitNet func() (*network.Result, error)
+	var netTook, pauseTook time.Duration // since started, for the log
 	if !hostNetwork(cfg) {
 		path, err := m.net.CreateNetNS(id)
 		if err != nil {
@@ -115,6 +116,7 @@ func (m *Manager) run(ctx context.Context, id, key string, cfg *runtime.PodSandb
 		go func() {
 			defer close(done)
 			res, netErr = m.net.Setup(ctx, id, path, cfg)
+			netTook = time.Since(started)
 		}()
 		waitNet = func() (*network.Result, error) { <-done; return res, netErr }
 		undo.add("tear down network", func(cctx context.Context) error {
@@ -134,7 +136,11 @@ func (m *Manager) run(ctx context.Context, id, key string, cfg *runtime.PodSandb
 	// it: its task (a shim, runc create and start: the longest step)
 	// starts while CNI ADD finishes and the pod's address is recorded.
 	startCh := make(chan pauseStart, 1)
-	go func() { startCh <- m.startPauseAsync(ctx, container) }()
+	go func() {
+		ps := m.startPauseAsync(ctx, container)
+		pauseTook = time.Since(started)
+		startCh <- ps
+	}()
 	netErr := m.finishNetwork(ctx, p, container, waitNet)
 	ps := <-startCh
 	undo = append(undo, ps.undo...)
@@ -161,7 +167,8 @@ func (m *Manager) run(ctx context.Context, id, key string, cfg *runtime.PodSandb
 	m.publish(p, runtime.ContainerEventType_CONTAINER_CREATED_EVENT, nil)
 	m.publish(p, runtime.ContainerEventType_CONTAINER_STARTED_EVENT, nil)
 	go m.watch(p)
-	log.WithFields(logrus.Fields{"ip": p.ip, "pid": p.pid, "took": time.Since(started)}).Info("pod sandbox running")
+	log.WithFields(logrus.Fields{"ip": p.ip, "pid": p.pid, "took": time.Since(started),
+		"network_ready_after": netTook, "pause_running_after": pauseTook}).Info("pod sandbox running")
 	return nil
 }
 
