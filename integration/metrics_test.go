@@ -164,6 +164,9 @@ func TestMetrics(t *testing.T) {
 		`crishim_container_stops_total{outcome="graceful"}`:                              0,
 		`crishim_cni_operation_duration_seconds_count{operation="teardown",result="ok"}`: -1,
 		`crishim_grpc_requests_total{code="NotFound",rpc="ContainerStatus"}`:             -1,
+		// The pause task and the container's: one create and one start each.
+		`crishim_containerd_requests_total{code="OK",method="tasks.v1.Tasks/Create"}`: 2,
+		`crishim_containerd_requests_total{code="OK",method="tasks.v1.Tasks/Start"}`:  2,
 	} {
 		if got := sample(running, series); got != want {
 			t.Errorf("with the pod running: %s = %v, want %v", series, got, want)
