@@ -290,14 +290,11 @@ func load(cfg Config, builtin bool) (*networks, error) {
 	nets := &networks{all: all}
 	source := all.GetConfig().Networks[0].Config.Source
 	trimmed, ok, err := withoutPlugin([]byte(source), "portmap")
-	if err != nil || !ok {
-		// Not fatal: the whole chain serves every pod.
-		if err != nil {
-			logrus.WithError(err).Warn("CNI config: no portmap-free chain for pods without host ports")
-		}
-		return nets, nil
+	if err == nil && ok {
+		nets.noHostPorts, err = loadChain(cfg, gocni.WithConfListBytes(trimmed))
 	}
-	if nets.noHostPorts, err = loadChain(cfg, gocni.WithConfListBytes(trimmed)); err != nil {
+	if err != nil {
+		// Not fatal: the whole chain serves every pod.
 		logrus.WithError(err).Warn("CNI config: no portmap-free chain for pods without host ports")
 		nets.noHostPorts = nil
 	}

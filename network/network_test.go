@@ -258,18 +258,12 @@ func TestWithoutPlugin(t *testing.T) {
 }
 
 func TestForPodPicksChainByHostPorts(t *testing.T) {
-	all, trimmed := gocni.CNI(nil), gocni.CNI(nil)
-	var err error
-	bins := fakePlugins(t, "bridge", "portmap")
-	cfg := Config{BinDirs: []string{bins}, ConfDir: t.TempDir()}
-	if all, err = loadChain(cfg, gocni.WithConfListBytes([]byte(BuiltinConfList))); err != nil {
-		t.Fatal(err)
+	cfg := Config{BinDirs: []string{fakePlugins(t, "bridge", "portmap")}, ConfDir: t.TempDir()}
+	nets, err := load(cfg, true)
+	if err != nil || nets.noHostPorts == nil {
+		t.Fatalf("load built-in network: %+v, %v", nets, err)
 	}
-	out, _, _ := withoutPlugin([]byte(BuiltinConfList), "portmap")
-	if trimmed, err = loadChain(cfg, gocni.WithConfListBytes(out)); err != nil {
-		t.Fatal(err)
-	}
-	nets := &networks{all: all, noHostPorts: trimmed}
+	all, trimmed := nets.all, nets.noHostPorts
 	pod := &runtime.PodSandboxConfig{PortMappings: []*runtime.PortMapping{{ContainerPort: 80}}}
 	if nets.forPod(pod) != trimmed {
 		t.Error("a pod with a container port but no host port got the chain with portmap")
