@@ -219,15 +219,7 @@ func checkStatus(t *testing.T, what string, err error) codes.Code {
 // call runs a handler with a panic turned into a test failure naming it.
 func call(t *testing.T, what string, fn func() error) codes.Code {
 	t.Helper()
-	var err error
-	func() {
-		defer func() {
-			if p := recover(); p != nil {
-				t.Fatalf("%s panicked: %v", what, p)
-			}
-		}()
-		err = fn()
-	}()
+	err := noPanic(t, what, fn)
 	code := checkStatus(t, what, err)
 	if testing.Verbose() {
 		t.Logf("%s: %v %v", what, code, err)
