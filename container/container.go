@@ -36,6 +36,7 @@ import (
 	"github.com/crishim/crishim/faultpoint"
 	"github.com/crishim/crishim/idprefix"
 	"github.com/crishim/crishim/image"
+	"github.com/crishim/crishim/internal/cgroup"
 	"github.com/crishim/crishim/journal"
 	"github.com/crishim/crishim/lifecycle"
 	"github.com/crishim/crishim/names"
@@ -91,6 +92,7 @@ type Sandboxes interface {
 // Images is what the manager needs of the image service.
 type Images interface {
 	Get(ctx context.Context, ref string) (*image.Local, error)
+	Name(ctx context.Context, img *image.Local, spec *runtime.ImageSpec) string
 }
 
 // Manager owns every app container in crishim's containerd namespace.
@@ -160,9 +162,7 @@ func New(client *containerd.Client, images Images, sandboxes Sandboxes, cfg Conf
 	if caps, err := cap.Current(); err == nil {
 		m.allCaps = caps
 	}
-	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
-		m.cgroupV2 = true
-	}
+	m.cgroupV2 = cgroup.V2()
 	return m
 }
 
@@ -287,11 +287,12 @@ func (m *Manager) create(ctx context.Context, id, podID string, cfg *runtime.Con
 		}
 		target.mu.Unlock()
 	}
+	imageName := m.images.Name(ctx, img, cfg.GetImage())
 	hostname, _ := os.Hostname()
 	opts, err := specOpts(specInput{
-		ID: id, Config: cfg, Sandbox: sb, Image: img.Config, ImageName: cfg.GetImage().GetImage(),
+		ID: id, Config: cfg, Sandbox: sb, Image: img.Config, ImageName: imageName,
 		TargetPID: targetPID, OwnOOMScoreAdj: m.ownOOMScoreAdj, AllCaps: m.allCaps,
-		CgroupDriver: m.cfg.CgroupDriver, CgroupV2: m.cgroupV2, Hostname: hostname,
+		CgroupDriver: m.cfg.CgroupDriver, Cgroups: m.cgroupCaps(pod.GetLinux().GetCgroupParent()), Hostname: hostname,
 	})
 	if err != nil {
 		return "", fmt.Errorf("container %s spec: %w", cfg.GetMetadata().GetName(), err)
@@ -304,7 +305,7 @@ func (m *Manager) create(ctx context.Context, id, podID string, cfg *runtime.Con
 	now := time.Now()
 	rec := &crishimpb.ContainerRecord{
 		Id: id, SandboxId: sb.ID, Name: key, Config: cfgBytes,
-		ImageName: cfg.GetImage().GetImage(), ImageRef: img.Ref, ImageId: img.ID,
+		ImageName: imageName, ImageRef: img.Ref, ImageId: img.ID,
 		LogPath: logPath, CreatedAt: now.UnixNano(), StopSignal: signalName(stopSig),
 	}
 	status := &crishimpb.ContainerStatusRecord{}

@@ -49,6 +49,10 @@ func (f fakeImages) Get(_ context.Context, ref string) (*image.Local, error) {
 	return f.img, nil
 }
 
+func (f fakeImages) Name(_ context.Context, _ *image.Local, spec *runtime.ImageSpec) string {
+	return spec.GetImage()
+}
+
 type env struct {
 	m      *Manager
 	client *containerd.Client

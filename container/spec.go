@@ -50,7 +50,7 @@ type specInput struct {
 	// crishim itself holds.
 	AllCaps      []string
 	CgroupDriver string
-	CgroupV2     bool
+	Cgroups      cgroupCaps
 	// Hostname is used for the HOSTNAME variable when the pod sets none.
 	Hostname string
 }
@@ -110,7 +110,7 @@ func specOpts(in specInput) ([]oci.SpecOpts, error) {
 		opts = append(opts, oci.WithRootFSReadonly())
 	}
 	opts = append(opts,
-		withResources(cfg.GetLinux().GetResources(), in.OwnOOMScoreAdj, in.CgroupV2),
+		withResources(cfg.GetLinux().GetResources(), in.OwnOOMScoreAdj, in.Cgroups),
 		withCgroupsPath(pod.GetLinux().GetCgroupParent(), in.ID, in.CgroupDriver),
 	)
 	nsOpt, err := withPodNamespaces(namespaceOptions(cfg, pod), in.Sandbox, in.TargetPID)
@@ -511,7 +511,16 @@ func withoutAmbientCaps(_ context.Context, _ oci.Client, _ *containers.Container
 	return nil
 }
 
-func withResources(r *runtime.LinuxContainerResources, ownOOM int, cgroupV2 bool) oci.SpecOpts {
+// cgroupCaps is what the host's cgroups can take where the container's
+// cgroup goes.
+type cgroupCaps struct {
+	v2 bool
+	// hugetlb is false where the kernel knows the controller but the host
+	// does not make it available (internal/cgroup.HugetlbUsable).
+	hugetlb bool
+}
+
+func withResources(r *runtime.LinuxContainerResources, ownOOM int, caps cgroupCaps) oci.SpecOpts {
 	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
 		if r == nil {
 			return nil
@@ -549,9 +558,12 @@ func withResources(r *runtime.LinuxContainerResources, ownOOM int, cgroupV2 bool
 			res.Memory = mem
 		}
 		for _, h := range r.GetHugepageLimits() {
+			if !caps.hugetlb {
+				break
+			}
 			res.HugepageLimits = append(res.HugepageLimits, specs.LinuxHugepageLimit{Pagesize: h.GetPageSize(), Limit: h.GetLimit()})
 		}
-		if cgroupV2 && len(r.GetUnified()) > 0 {
+		if caps.v2 && len(r.GetUnified()) > 0 {
 			res.Unified = map[string]string{}
 			for k, v := range r.GetUnified() {
 				res.Unified[k] = v

@@ -370,6 +370,7 @@ func TestSpecMaskedPaths(t *testing.T) {
 func TestSpecResourcesAndOOMClamp(t *testing.T) {
 	f := newFixture(t)
 	f.in.OwnOOMScoreAdj = -500
+	f.in.Cgroups.hugetlb = true
 	f.in.Config.Linux.Resources = &runtime.LinuxContainerResources{
 		CpuPeriod: 100000, CpuQuota: 50000, CpuShares: 512, MemoryLimitInBytes: 64 << 20,
 		MemorySwapLimitInBytes: 128 << 20, CpusetCpus: "0", CpusetMems: "0", OomScoreAdj: -998,
@@ -386,6 +387,10 @@ func TestSpecResourcesAndOOMClamp(t *testing.T) {
 	}
 	if len(r.HugepageLimits) != 1 || r.HugepageLimits[0].Pagesize != "2MB" {
 		t.Errorf("hugepages %+v", r.HugepageLimits)
+	}
+	f.in.Cgroups.hugetlb = false
+	if r := f.spec(t).Linux.Resources; len(r.HugepageLimits) != 0 || *r.Memory.Limit != 64<<20 {
+		t.Errorf("without a usable hugetlb controller: hugepages %+v, memory %+v; want none and the limit", r.HugepageLimits, r.Memory)
 	}
 	if r.Unified != nil {
 		t.Errorf("unified set on cgroup v1: %v", r.Unified)

@@ -15,12 +15,18 @@ func stateName(s runtime.ContainerState) string {
 	return strings.TrimPrefix(s.String(), "CONTAINER_")
 }
 
-// imageSpec is the image as the client named it, with its annotations.
+// imageSpec is the image as the client asked for it (annotations, the
+// user-specified name, runtime handler), named by the image's name rather
+// than the ID the kubelet creates containers with.
 func (e *entry) imageSpec() *runtime.ImageSpec {
+	spec := &runtime.ImageSpec{}
 	if img := e.cfg.GetImage(); img != nil {
-		return proto.Clone(img).(*runtime.ImageSpec)
+		spec = proto.Clone(img).(*runtime.ImageSpec)
 	}
-	return &runtime.ImageSpec{Image: e.rec.ImageName}
+	if e.rec.ImageName != "" {
+		spec.Image = e.rec.ImageName
+	}
+	return spec
 }
 
 // Status reports a container; info is filled when verbose.

@@ -44,7 +44,7 @@ func (m *Manager) UpdateResources(ctx context.Context, id string, r *runtime.Lin
 	if state != runtime.ContainerState_CONTAINER_CREATED && state != runtime.ContainerState_CONTAINER_RUNNING {
 		return fmt.Errorf("container %s is %s: %w", e.id, stateName(state), errdefs.ErrFailedPrecondition)
 	}
-	updated, err := withUpdatedResources(old, r, m.ownOOMScoreAdj, m.cgroupV2)
+	updated, err := withUpdatedResources(old, r, m.ownOOMScoreAdj, m.cgroupCaps(cgroupParentOf(old, m.cfg.CgroupDriver)))
 	if err != nil {
 		return fmt.Errorf("resources of container %s: %w", e.id, err)
 	}
@@ -90,7 +90,7 @@ func (m *Manager) updateTask(ctx context.Context, c containerd.Container, res *s
 // withUpdatedResources returns a copy of spec with r's limits. Fields r
 // leaves zero keep their value, as containerd's CRI does: the kubelet
 // always sends the whole set it wants.
-func withUpdatedResources(spec *specs.Spec, r *runtime.LinuxContainerResources, ownOOM int, cgroupV2 bool) (*specs.Spec, error) {
+func withUpdatedResources(spec *specs.Spec, r *runtime.LinuxContainerResources, ownOOM int, caps cgroupCaps) (*specs.Spec, error) {
 	if spec == nil {
 		return nil, fmt.Errorf("container has no spec: %w", errdefs.ErrFailedPrecondition)
 	}
@@ -118,7 +118,7 @@ func withUpdatedResources(spec *specs.Spec, r *runtime.LinuxContainerResources, 
 		// Replaced as a whole, not appended to.
 		old.HugepageLimits = nil
 	}
-	if err := withResources(r, ownOOM, cgroupV2)(context.Background(), nil, nil, out); err != nil {
+	if err := withResources(r, ownOOM, caps)(context.Background(), nil, nil, out); err != nil {
 		return nil, err
 	}
 	return out, nil

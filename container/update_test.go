@@ -23,7 +23,7 @@ func TestWithUpdatedResources(t *testing.T) {
 		HugepageLimits:     []*runtime.HugepageLimit{{PageSize: "2MB", Limit: 4 << 21}},
 		OomScoreAdj:        -999,
 	}
-	got, err := withUpdatedResources(old, r, 200, false)
+	got, err := withUpdatedResources(old, r, 200, cgroupCaps{hugetlb: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,10 +43,28 @@ func TestWithUpdatedResources(t *testing.T) {
 	}
 }
 
+// The kubelet sends a hugepage limit for every page size the node has;
+// where the host has no usable hugetlb controller runc would refuse the
+// update, so the limits are left out while the rest still applies.
+func TestWithUpdatedResourcesWithoutHugetlb(t *testing.T) {
+	old := &specs.Spec{Process: &specs.Process{}, Linux: &specs.Linux{}}
+	r := &runtime.LinuxContainerResources{
+		MemoryLimitInBytes: 128 << 20,
+		HugepageLimits:     []*runtime.HugepageLimit{{PageSize: "2MB"}, {PageSize: "1GB"}},
+	}
+	got, err := withUpdatedResources(old, r, 0, cgroupCaps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := got.Linux.Resources; len(res.HugepageLimits) != 0 || res.Memory == nil || *res.Memory.Limit != 128<<20 {
+		t.Errorf("resources %+v: want the memory limit and no hugepage limits", res)
+	}
+}
+
 func TestWithUpdatedResourcesKeepsUnsetFields(t *testing.T) {
 	limit := int64(64 << 20)
 	old := &specs.Spec{Process: &specs.Process{}, Linux: &specs.Linux{Resources: &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}}}}
-	got, err := withUpdatedResources(old, &runtime.LinuxContainerResources{CpuShares: 2}, 0, false)
+	got, err := withUpdatedResources(old, &runtime.LinuxContainerResources{CpuShares: 2}, 0, cgroupCaps{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,10 +75,10 @@ func TestWithUpdatedResourcesKeepsUnsetFields(t *testing.T) {
 
 func TestWithUpdatedResourcesRejectsNegative(t *testing.T) {
 	old := &specs.Spec{Process: &specs.Process{}, Linux: &specs.Linux{}}
-	if _, err := withUpdatedResources(old, &runtime.LinuxContainerResources{MemoryLimitInBytes: -1}, 0, false); err == nil {
+	if _, err := withUpdatedResources(old, &runtime.LinuxContainerResources{MemoryLimitInBytes: -1}, 0, cgroupCaps{}); err == nil {
 		t.Error("accepted a negative memory limit")
 	}
-	if _, err := withUpdatedResources(nil, &runtime.LinuxContainerResources{}, 0, false); err == nil {
+	if _, err := withUpdatedResources(nil, &runtime.LinuxContainerResources{}, 0, cgroupCaps{}); err == nil {
 		t.Error("accepted a container without spec")
 	}
 }

@@ -559,3 +559,32 @@ func (s *Service) ensureUnpacked(ctx context.Context, img containerd.Image) erro
 	s.mu.Unlock()
 	return nil
 }
+
+// Name is the name to report for a container made from img as spec asked:
+// the name the client gave (user_specified_image, then image) while it
+// still names img, else one of img's tags, else its ID. The kubelet asks
+// for images by ID and keeps the pod spec's name in user_specified_image;
+// `kubectl get pod` shows whatever this returns.
+func (s *Service) Name(ctx context.Context, img *Local, spec *runtime.ImageSpec) string {
+	for _, ref := range []string{spec.GetUserSpecifiedImage(), spec.GetImage()} {
+		if ref == "" {
+			continue
+		}
+		if _, isID := parseID(ref); isID {
+			continue
+		}
+		rec, err := s.record(ctx, ref)
+		if err != nil {
+			continue
+		}
+		if info, err := s.info(ctx, rec); err == nil && info.id.String() == img.ID {
+			return ref
+		}
+	}
+	if g, err := s.find(ctx, img.ID); err == nil {
+		if tags, _ := g.refs(); len(tags) > 0 {
+			return tags[0]
+		}
+	}
+	return img.ID
+}

@@ -169,8 +169,10 @@ type ContainerRecord struct {
 	Name string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
 	// config is a serialized runtime.v1.ContainerConfig.
 	Config []byte `protobuf:"bytes,4,opt,name=config,proto3" json:"config,omitempty"`
-	// image_name is what the client asked for; image_ref the resolved
-	// reference (repo digest when known); image_id the image config digest.
+	// image_name is the image's name as reported in statuses: the client's
+	// (user-specified) name when it named this image at creation, else a tag
+	// of the image (image.Service.Name); image_ref the resolved reference
+	// (repo digest when known); image_id the image config digest.
 	ImageName string `protobuf:"bytes,5,opt,name=image_name,json=imageName,proto3" json:"image_name,omitempty"`
 	ImageRef  string `protobuf:"bytes,6,opt,name=image_ref,json=imageRef,proto3" json:"image_ref,omitempty"`
 	ImageId   string `protobuf:"bytes,7,opt,name=image_id,json=imageId,proto3" json:"image_id,omitempty"`

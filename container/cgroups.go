@@ -1,0 +1,38 @@
+package container
+
+import (
+	"path"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/crishim/crishim/internal/cgroup"
+)
+
+// cgroupCaps tells what a container's cgroup under the pod's cgroup parent
+// can take. Detected for every spec rather than once: the kubelet's QoS
+// cgroups, and the controllers enabled in them, come and go.
+func (m *Manager) cgroupCaps(parent string) cgroupCaps {
+	dir := parent
+	if m.cfg.CgroupDriver == "systemd" {
+		dir = cgroup.SystemdSliceDir(parent)
+	}
+	return cgroupCaps{v2: m.cgroupV2, hugetlb: cgroup.HugetlbUsable(dir)}
+}
+
+// cgroupParentOf recovers the pod's cgroup parent from a container spec
+// made by withCgroupsPath.
+func cgroupParentOf(spec *specs.Spec, driver string) string {
+	if spec == nil || spec.Linux == nil {
+		return ""
+	}
+	p := spec.Linux.CgroupsPath
+	if driver == "systemd" {
+		slice, _, _ := strings.Cut(p, ":")
+		return slice
+	}
+	if p == "" {
+		return ""
+	}
+	return path.Dir(p)
+}
