@@ -212,3 +212,33 @@ func run(argv ...string) (string, error) {
 	}
 	return string(out), nil
 }
+
+// Daemon is a long-running program a test suite starts (a kubelet, etcd,
+// an API server), logging to a file, stopped with SIGTERM then SIGKILL and
+// killed with the test binary.
+type Daemon struct{ d *daemon }
+
+// StartDaemon starts argv with env added to the environment.
+func StartDaemon(name, logPath string, env []string, argv ...string) (*Daemon, error) {
+	d, err := startDaemonEnv(name, logPath, env, argv...)
+	if err != nil {
+		return nil, err
+	}
+	return &Daemon{d}, nil
+}
+
+// Exited reports the daemon's exit, with the tail of its log, or nil while
+// it runs.
+func (d *Daemon) Exited() error { return d.d.exited() }
+
+// Stop sends SIGTERM and SIGKILL after grace.
+func (d *Daemon) Stop(grace time.Duration) error { return d.d.stop(grace) }
+
+// Pid is the daemon's process ID.
+func (d *Daemon) Pid() int { return d.d.cmd.Process.Pid }
+
+// Poll calls cond every interval until it returns true, or until timeout,
+// when the last error cond returned is reported.
+func Poll(timeout, interval time.Duration, what string, cond func() (bool, error)) error {
+	return poll(timeout, interval, what, cond)
+}
