@@ -145,6 +145,13 @@ done`)
 	// file's space comes back only once crishim has let go of it.
 	c.execSync(ctrID, 10, "touch", "/burst")
 	c.waitFile(ctrID, "/done2", time.Minute)
+	var fsStat syscall.Statfs_t
+	if err := syscall.Statfs(pod.LogDirectory, &fsStat); err != nil {
+		t.Fatal(err)
+	}
+	if fsStat.Bavail != 0 {
+		t.Fatalf("the log filesystem has %d blocks free after the second burst, want it full", fsStat.Bavail)
+	}
 	if err := os.Rename(path, path+".1"); err != nil {
 		t.Fatal(err)
 	}
