@@ -82,6 +82,9 @@ type Config struct {
 	CgroupDriver string
 	Snapshotter  string
 	Runtime      string
+	// ObserveLogDrop, when set, is told the size of each log entry that
+	// could not be written to a container's log file and was dropped.
+	ObserveLogDrop func(bytes int)
 }
 
 // Sandboxes is what the manager needs of the sandbox manager.
@@ -433,7 +436,7 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("load container %s: %w", e.id, err)
 	}
-	tio, err := openTaskIO(fifoConfig(m.fifoDir(e.id), e.cfg.GetStdin(), e.cfg.GetTty()), e.rec.LogPath, log)
+	tio, err := openTaskIO(fifoConfig(m.fifoDir(e.id), e.cfg.GetStdin(), e.cfg.GetTty()), e.rec.LogPath, log, m.cfg.ObserveLogDrop)
 	if err != nil {
 		m.recordStartFailure(e, err)
 		return fmt.Errorf("container %s output: %w", e.id, err)

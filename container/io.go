@@ -49,8 +49,9 @@ func fifoConfig(dir string, stdin, tty bool) cio.Config {
 }
 
 // openTaskIO opens (creating when missing) the FIFOs of config and starts
-// copying their output into the log at logPath.
-func openTaskIO(config cio.Config, logPath string, log *logrus.Entry) (*taskIO, error) {
+// copying their output into the log at logPath; onDrop (may be nil) is
+// told the size of each log entry that could not be written.
+func openTaskIO(config cio.Config, logPath string, log *logrus.Entry, onDrop func(bytes int)) (*taskIO, error) {
 	for _, p := range []string{config.Stdin, config.Stdout, config.Stderr} {
 		if p != "" {
 			if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
@@ -58,7 +59,7 @@ func openTaskIO(config cio.Config, logPath string, log *logrus.Entry) (*taskIO, 
 			}
 		}
 	}
-	sink, err := openLogSink(logPath)
+	sink, err := openLogSink(logPath, log, onDrop)
 	if err != nil {
 		return nil, err
 	}
@@ -77,7 +78,7 @@ func openTaskIO(config cio.Config, logPath string, log *logrus.Entry) (*taskIO, 
 		go func() {
 			defer t.copied.Done()
 			if err := sink.copyStream(stream, r); err != nil {
-				log.WithError(err).WithField("stream", stream).Debug("output copy ended")
+				log.WithError(err).WithField("stream", stream).Debug("output copy ended on a read error")
 			}
 		}()
 	}

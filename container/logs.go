@@ -2,13 +2,17 @@ package container
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/sirupsen/logrus"
 )
 
 // CRI log format: "<RFC3339Nano time> <stream> <P|F> <message>\n", the
@@ -27,21 +31,69 @@ const (
 
 // logSink is the destination of one container's output: the CRI log file
 // (both streams interleaved line by line) and any live subscribers.
+//
+// Writing the file must never hold up the container: the copier that
+// feeds the sink is the only reader of the container's output pipes, so a
+// copier stuck on a failed write (a full disk) would block the container
+// in its next write for good. A line that cannot be written is dropped
+// instead, counted and warned about, and every later line tries again.
 type logSink struct {
 	mu   sync.Mutex
 	path string
-	w    io.WriteCloser // nil when the container has no log file
+	f    logFile // nil when the container has no log file
 	now  func() time.Time
+	// openFile opens the log file at a path; tests put failing files here.
+	openFile func(path string) (logFile, error)
+	log      *logrus.Entry
+	// onDrop, when set, is told the size of each entry that was dropped.
+	onDrop func(bytes int)
+
+	// The state of a write failure, guarded by mu.
+	failing  bool
+	failedAt time.Time
+	warnedAt time.Time
+	// announced is set when this failure was warned about, so that its
+	// end is logged too.
+	announced bool
+	checkedAt time.Time // the last look whether path still names f
+	// torn is set when a failed write left part of an entry at the end of
+	// the file that could not be cut off again: the next entry starts on a
+	// line of its own.
+	torn bool
+	// Dropped and not yet reported in crishim's log.
+	droppedBytes, droppedLines int64
 
 	subsMu sync.Mutex
 	subs   map[int]func(stream string, p []byte)
 	nextID int
 }
 
+// logFile is an open log file: an *os.File outside tests.
+type logFile interface {
+	io.WriteCloser
+	Stat() (os.FileInfo, error)
+	Truncate(size int64) error
+}
+
+const (
+	// logWarnInterval bounds how often one container's failing log is
+	// warned about: a full disk fails every line, and crishim's own log
+	// is likely on the same disk.
+	logWarnInterval = 30 * time.Second
+	// logCheckInterval bounds how often a failing sink looks whether its
+	// file was replaced or removed under it.
+	logCheckInterval = time.Second
+)
+
 // openLogSink opens path for appending, creating its directory; an empty
-// path discards the log lines (subscribers still see the output).
-func openLogSink(path string) (*logSink, error) {
-	s := &logSink{path: path, now: time.Now}
+// path discards the log lines (subscribers still see the output). log
+// gets the warnings about lines that could not be written, onDrop (when
+// not nil) the size of each of them.
+func openLogSink(path string, log *logrus.Entry, onDrop func(bytes int)) (*logSink, error) {
+	if log == nil {
+		log = logrus.NewEntry(logrus.StandardLogger())
+	}
+	s := &logSink{path: path, now: time.Now, openFile: openLogFile, log: log.WithField("log_path", path), onDrop: onDrop}
 	if err := s.open(); err != nil {
 		return nil, err
 	}
@@ -55,14 +107,23 @@ func (s *logSink) open() error {
 	if err := os.MkdirAll(filepath.Dir(s.path), 0o755); err != nil {
 		return fmt.Errorf("create log directory: %w", err)
 	}
-	// O_NOFOLLOW: a symlink planted at the path (the log directory is the
-	// kubelet's, rotated under us) must not redirect root's writes.
-	f, err := os.OpenFile(s.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW, 0o640)
+	f, err := s.openFile(s.path)
 	if err != nil {
 		return fmt.Errorf("open log file: %w", err)
 	}
-	s.w = f
+	s.f = f
+	s.torn = false
 	return nil
+}
+
+func openLogFile(path string) (logFile, error) {
+	// O_NOFOLLOW: a symlink planted at the path (the log directory is the
+	// kubelet's, rotated under us) must not redirect root's writes.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW, 0o640)
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
 }
 
 // Reopen starts a new file at the same path, after the kubelet rotated
@@ -71,12 +132,14 @@ func (s *logSink) Reopen() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	// Until the new file is open, output keeps going to the old one.
-	old := s.w
+	old, torn := s.f, s.torn
 	if err := s.open(); err != nil {
-		s.w = old
+		s.f, s.torn = old, torn
 		return err
 	}
 	if old != nil {
+		// Closing the old file is what gives its space back once the
+		// kubelet deletes it: this is how a full disk recovers.
 		old.Close()
 	}
 	return nil
@@ -110,15 +173,19 @@ func (s *logSink) publish(stream string, p []byte) {
 }
 
 // writeLine writes one log entry; the whole entry goes out in one write
-// so that the two streams never interleave inside an entry.
-func (s *logSink) writeLine(stream, tag string, msg []byte) error {
+// so that the two streams never interleave inside an entry. An entry that
+// cannot be written is dropped (see logSink).
+func (s *logSink) writeLine(stream, tag string, msg []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.w == nil {
-		return nil
+	if s.f == nil {
+		return
 	}
 	var b bytes.Buffer
-	b.Grow(len(msg) + 64)
+	b.Grow(len(msg) + 65)
+	if s.torn {
+		b.WriteByte('\n')
+	}
 	b.WriteString(s.now().Format(time.RFC3339Nano))
 	b.WriteByte(' ')
 	b.WriteString(stream)
@@ -127,19 +194,119 @@ func (s *logSink) writeLine(stream, tag string, msg []byte) error {
 	b.WriteByte(' ')
 	b.Write(msg)
 	b.WriteByte('\n')
-	_, err := s.w.Write(b.Bytes())
-	return err
+	if s.failing {
+		s.reopenIfReplaced()
+	}
+	n, err := s.f.Write(b.Bytes())
+	if err != nil {
+		s.dropped(b.Len(), n, err)
+		return
+	}
+	s.torn = false
+	if s.failing {
+		s.resumed()
+	}
+}
+
+// dropped accounts for an entry of size bytes whose write failed after n
+// bytes, and warns at most every logWarnInterval (a disk that fails every
+// other write must not flood crishim's log either).
+func (s *logSink) dropped(size, n int, err error) {
+	if n > 0 {
+		s.unwrite(n)
+	}
+	if s.onDrop != nil {
+		s.onDrop(size)
+	}
+	s.droppedBytes += int64(size)
+	s.droppedLines++
+	now := s.now()
+	if !s.failing {
+		s.failing, s.failedAt, s.announced = true, now, false
+	}
+	if now.Sub(s.warnedAt) < logWarnInterval {
+		return
+	}
+	s.warnedAt, s.announced = now, true
+	s.log.WithError(err).WithFields(s.droppedFields()).Warn("cannot write the container's log: dropping its output until writes work again")
+}
+
+// droppedFields reports the drops not reported yet.
+func (s *logSink) droppedFields() logrus.Fields {
+	f := logrus.Fields{"dropped_bytes": s.droppedBytes, "dropped_lines": s.droppedLines}
+	s.droppedBytes, s.droppedLines = 0, 0
+	return f
+}
+
+// unwrite cuts the n bytes of a partly written entry off the end of the
+// file, so that the log holds whole entries only; failing that, the next
+// entry starts on a new line.
+func (s *logSink) unwrite(n int) {
+	st, err := s.f.Stat()
+	switch {
+	case err != nil:
+		s.torn = true
+	case st.Size() < int64(n):
+		// Truncated under us since the write (to free space): the
+		// fragment went with it.
+	case s.f.Truncate(st.Size()-int64(n)) != nil:
+		s.torn = true
+	}
+}
+
+// resumed ends a write failure. The end of a failure that was not warned
+// about is not logged either: its drops go into the next report.
+func (s *logSink) resumed() {
+	s.failing = false
+	if !s.announced {
+		return
+	}
+	s.log.WithFields(s.droppedFields()).WithField("failed_for", s.now().Sub(s.failedAt).Round(time.Millisecond).String()).
+		Warn("the container's log is written again after output was dropped")
+}
+
+// reopenIfReplaced opens a new file at the path when the file being
+// written is no longer there: removing a log file on a full disk frees
+// nothing while it is held open, so the sink must let go of it.
+func (s *logSink) reopenIfReplaced() {
+	now := s.now()
+	if now.Sub(s.checkedAt) < logCheckInterval {
+		return
+	}
+	s.checkedAt = now
+	cur, err := s.f.Stat()
+	if err != nil {
+		return
+	}
+	st, err := os.Lstat(s.path)
+	if err == nil && os.SameFile(cur, st) {
+		return
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	// No MkdirAll: a log directory that is gone was removed on purpose.
+	f, err := s.openFile(s.path)
+	if err != nil {
+		return
+	}
+	s.f.Close()
+	s.f, s.torn = f, false
+	s.log.Info("the container's log file was removed or replaced while writes failed: writing to a new one at its path")
 }
 
 // Close closes the log file.
 func (s *logSink) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.w == nil {
+	if s.f == nil {
 		return nil
 	}
-	err := s.w.Close()
-	s.w = nil
+	if s.droppedLines > 0 {
+		s.log.WithFields(s.droppedFields()).Warn("the container's output ended with dropped log lines not reported yet")
+	}
+	err := s.f.Close()
+	s.f = nil
 	return err
 }
 
@@ -149,10 +316,10 @@ const (
 	maxLogRead = 32 * 1024
 )
 
-// copyStream reads r until EOF or error and writes it to the sink as CRI
-// log lines of the given stream: complete lines as F, lines longer than
-// maxLogLine in P pieces followed by the F rest, and a final unterminated
-// line as P.
+// copyStream reads r until EOF or a read error and writes it to the sink
+// as CRI log lines of the given stream: complete lines as F, lines longer
+// than maxLogLine in P pieces followed by the F rest, and a final
+// unterminated line as P. Failing writes do not stop it (see logSink).
 func (s *logSink) copyStream(stream string, r io.Reader) error {
 	// Most containers say little, and each stream's buffer stays pinned
 	// while it blocks in Read: 32 KiB for each of two streams was 7 MiB of
@@ -168,16 +335,12 @@ func (s *logSink) copyStream(stream string, r io.Reader) error {
 			pending = append(pending, chunk...)
 			for {
 				if i := bytes.IndexByte(pending, '\n'); i >= 0 && i <= maxLogLine {
-					if err := s.writeLine(stream, tagFull, pending[:i]); err != nil {
-						return err
-					}
+					s.writeLine(stream, tagFull, pending[:i])
 					pending = pending[i+1:]
 					continue
 				}
 				if len(pending) >= maxLogLine {
-					if err := s.writeLine(stream, tagPartial, pending[:maxLogLine]); err != nil {
-						return err
-					}
+					s.writeLine(stream, tagPartial, pending[:maxLogLine])
 					pending = pending[maxLogLine:]
 					continue
 				}
@@ -191,9 +354,7 @@ func (s *logSink) copyStream(stream string, r io.Reader) error {
 		}
 		if rerr != nil {
 			if len(pending) > 0 {
-				if err := s.writeLine(stream, tagPartial, pending); err != nil {
-					return err
-				}
+				s.writeLine(stream, tagPartial, pending)
 			}
 			if rerr == io.EOF {
 				return nil

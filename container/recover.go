@@ -114,7 +114,7 @@ func (m *Manager) recoverOne(ctx context.Context, c containerd.Container) error 
 			started = proto.Clone(status).(*crishimpb.ContainerStatusRecord)
 		}
 		task, err = c.Task(ctx, func(fifos *cio.FIFOSet) (cio.IO, error) {
-			tio, err := openTaskIO(fifos.Config, rec.LogPath, log)
+			tio, err := openTaskIO(fifos.Config, rec.LogPath, log, m.cfg.ObserveLogDrop)
 			if err != nil {
 				return nil, err
 			}

@@ -174,7 +174,7 @@ func (m *Manager) Attach(ctx context.Context, id string, s Streams) error {
 	}
 	defer unsubscribe()
 	delivered := make(chan error, 1)
-	go func() { delivered <- q.deliver(s.Stdout, s.Stderr) }()
+	go func() { delivered <- q.deliver(s.Stdout, s.Stderr, log) }()
 
 	done := make(chan struct{})
 	defer close(done)
@@ -373,15 +373,15 @@ func (q *outputQueue) take() (chunks []outputChunk, dropped int, ok bool) {
 
 // deliver writes queued output to the client until the queue is closed
 // and empty (nil) or a write fails (the error). Output of a stream the
-// client did not ask for is discarded.
-func (q *outputQueue) deliver(stdout, stderr io.Writer) error {
+// client did not ask for is discarded. Drops are warned about on log.
+func (q *outputQueue) deliver(stdout, stderr io.Writer, log *logrus.Entry) error {
 	for {
 		chunks, dropped, ok := q.take()
 		if !ok {
 			return nil
 		}
 		if dropped > 0 {
-			logrus.WithField("bytes", dropped).Warn("attach client too slow: dropped container output (the log file has it)")
+			log.WithField("bytes", dropped).Warn("attach client too slow: dropped container output (the log file has it)")
 		}
 		for _, c := range chunks {
 			w := stdout

@@ -31,11 +31,13 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
+var testLog = logrus.NewEntry(logrus.StandardLogger())
+
 func TestOutputQueueDeliversInOrderPerStream(t *testing.T) {
 	q := newOutputQueue(1 << 20)
 	var stdout, stderr syncBuffer
 	done := make(chan error, 1)
-	go func() { done <- q.deliver(&stdout, &stderr) }()
+	go func() { done <- q.deliver(&stdout, &stderr, testLog) }()
 
 	buf := []byte("out1\n")
 	q.push(streamStdout, buf)
@@ -62,7 +64,7 @@ func TestOutputQueueDropsBeyondLimitWithoutBlocking(t *testing.T) {
 	q.push(streamStdout, []byte("90"))
 	q.close()
 	var out bytes.Buffer
-	if err := q.deliver(&out, nil); err != nil {
+	if err := q.deliver(&out, nil, testLog); err != nil {
 		t.Fatal(err)
 	}
 	if out.String() != "1234567890" {
@@ -76,7 +78,7 @@ func TestOutputQueueDiscardsUnrequestedStream(t *testing.T) {
 	q.push(streamStdout, []byte("wanted"))
 	q.close()
 	var out bytes.Buffer
-	if err := q.deliver(&out, nil); err != nil {
+	if err := q.deliver(&out, nil, testLog); err != nil {
 		t.Fatal(err)
 	}
 	if out.String() != "wanted" {
@@ -91,7 +93,7 @@ func (failingWriter) Write([]byte) (int, error) { return 0, io.ErrClosedPipe }
 func TestOutputQueueStopsOnWriteError(t *testing.T) {
 	q := newOutputQueue(100)
 	q.push(streamStdout, []byte("x"))
-	err := q.deliver(failingWriter{}, nil)
+	err := q.deliver(failingWriter{}, nil, testLog)
 	if !errors.Is(err, io.ErrClosedPipe) {
 		t.Errorf("deliver to a gone client: %v, want its write error", err)
 	}
@@ -101,7 +103,7 @@ func TestOutputQueueWaitsForData(t *testing.T) {
 	q := newOutputQueue(100)
 	var out syncBuffer
 	done := make(chan error, 1)
-	go func() { done <- q.deliver(&out, nil) }()
+	go func() { done <- q.deliver(&out, nil, testLog) }()
 	select {
 	case err := <-done:
 		t.Fatalf("deliver returned %v on an open, empty queue", err)

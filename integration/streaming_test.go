@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -519,4 +520,52 @@ func TestStreamingPortForwardHostNetwork(t *testing.T) {
 	if err != nil || reply != "echo:ping\n" || msg != "" {
 		t.Errorf("port forward in a host-network pod: reply %q, error %q (%v)", reply, msg, err)
 	}
+}
+
+// TestStreamingAttachStalledClient attaches a client that stops reading
+// while the container writes far more than the attach backlog, the SPDY
+// and the socket buffers hold: the container must go on (its output keeps
+// reaching the log file) and crishim drops what the client cannot take.
+func TestStreamingAttachStalledClient(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	pod := podConfig(t, "attachstall")
+	podID := c.runPod(pod)
+	// It says "waiting" until told to go, then writes 32 MB in one burst
+	// (the client's buffers took about 11 MB when measured).
+	cfg := containerConfig("chatty", env.BusyboxImage, "sh", "-c", `trap "exit 0" TERM
+while [ ! -e /go ]; do echo waiting; sleep 0.1; done
+yes `+line100+` | head -c 32000000; echo burst-done; touch /done
+while true; do sleep 0.1; done`)
+	ctrID := c.startContainer(podID, pod, cfg)
+	logPath := filepath.Join(pod.LogDirectory, cfg.LogPath)
+
+	resp, err := c.rt.Attach(rpcCtx(t), &runtime.AttachRequest{ContainerId: ctrID, Stdout: true})
+	if err != nil {
+		t.Fatalf("Attach: %v", err)
+	}
+	conn, raw, err := testenv.SPDYDial(resp.Url, execProtocol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if _, err := newStream(conn, "error"); err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := newStream(conn, "stdout")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Once a line arrives the attach is live; from then on the client
+	// reads nothing until the burst is over.
+	if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || line != "waiting\n" {
+		t.Fatalf("first attached line %q, %v; want waiting", line, err)
+	}
+	c.execSync(ctrID, 10, "touch", "/go")
+	c.waitFile(ctrID, "/done", 2*time.Minute)
+	waitLog(t, logPath, 30*time.Second, func(l map[string][]string) bool { return contains(l["stdout"], "burst-done") })
+
+	// The client reads again: crishim had to drop output for it.
+	go io.Copy(io.Discard, stdout) //nolint:errcheck // ends when the connection closes
+	waitCrishimLog(t, 30*time.Second, ctrID, "attach client too slow")
 }

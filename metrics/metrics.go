@@ -35,6 +35,10 @@ type Metrics struct {
 	pullDuration *prometheus.HistogramVec
 	stops        *prometheus.CounterVec
 	containerd   *prometheus.CounterVec
+	// Log entries dropped because they could not be written, summed over
+	// all containers: a label per container would grow without bound.
+	logDroppedBytes prometheus.Counter
+	logDroppedLines prometheus.Counter
 }
 
 // New registers crishim's metrics plus the Go runtime and process ones.
@@ -73,12 +77,21 @@ func New() *Metrics {
 			Namespace: namespace, Subsystem: "containerd", Name: "requests_total",
 			Help: "Unary requests crishim sent to containerd, by method and gRPC status code: the round trips behind each CRI call.",
 		}, []string{"method", "code"}),
+		logDroppedBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "container", Name: "log_dropped_bytes_total",
+			Help: "Bytes of CRI log entries that could not be written to container log files (a full or failing disk) and were dropped; crishim's log names the containers.",
+		}),
+		logDroppedLines: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "container", Name: "log_dropped_lines_total",
+			Help: "CRI log entries that could not be written to container log files and were dropped.",
+		}),
 	}
 	// Both outcomes exist from the start, so a rate over them is defined
 	// before the first kill.
 	m.stops.WithLabelValues(StopGraceful)
 	m.stops.WithLabelValues(StopKilled)
 	m.reg.MustRegister(m.rpcDuration, m.rpcTotal, m.cniDuration, m.pullBytes, m.pullDuration, m.stops, m.containerd,
+		m.logDroppedBytes, m.logDroppedLines,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -121,6 +134,13 @@ func (m *Metrics) ObserveStop(killed bool) {
 	} else {
 		m.stops.WithLabelValues(StopGraceful).Inc()
 	}
+}
+
+// ObserveLogDrop records one container log entry of the given size that
+// could not be written.
+func (m *Metrics) ObserveLogDrop(bytes int) {
+	m.logDroppedBytes.Add(float64(bytes))
+	m.logDroppedLines.Inc()
 }
 
 func result(err error) string {

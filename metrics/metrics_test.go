@@ -31,6 +31,8 @@ func TestObservationsAppearInScrape(t *testing.T) {
 	m.ObservePull(1234, 2*time.Second, nil)
 	m.ObservePull(0, time.Second, errors.New("unauthorized"))
 	m.ObserveStop(true)
+	m.ObserveLogDrop(100)
+	m.ObserveLogDrop(50)
 
 	body := scrape(t, m)
 	for _, want := range []string{
@@ -43,6 +45,8 @@ func TestObservationsAppearInScrape(t *testing.T) {
 		`crishim_image_pull_duration_seconds_count{result="error"} 1`,
 		`crishim_container_stops_total{outcome="killed"} 1`,
 		`crishim_container_stops_total{outcome="graceful"} 0`,
+		`crishim_container_log_dropped_bytes_total 150`,
+		`crishim_container_log_dropped_lines_total 2`,
 		`go_goroutines `,
 	} {
 		if !strings.Contains(body, want) {

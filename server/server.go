@@ -172,6 +172,8 @@ func (s *Server) build(ctx context.Context) error {
 		CgroupDriver: driver,
 		Snapshotter:  cfg.Snapshotter,
 		Runtime:      cfg.Runtime,
+
+		ObserveLogDrop: s.metrics.ObserveLogDrop,
 	})
 	s.wireEvents()
 	s.features = detectFeatures()
