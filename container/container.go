@@ -109,6 +109,8 @@ type Manager struct {
 	ownOOMScoreAdj int
 	allCaps        []string
 	cgroupV2       bool
+	// cgroupRoot is where the cgroup hierarchies are mounted.
+	cgroupRoot string
 
 	mu         sync.RWMutex
 	containers map[string]*entry
@@ -123,6 +125,10 @@ type Manager struct {
 	updateMu sync.Mutex
 	// events receives lifecycle transitions; nil until SetPublisher.
 	events events.Publisher
+	// eventsOnce starts the follower of containerd's task events, which
+	// stopEvents ends (oom.go).
+	eventsOnce sync.Once
+	stopEvents context.CancelFunc
 }
 
 // entry is the in-memory view of one container; status queries are
@@ -146,6 +152,13 @@ type entry struct {
 	// postStartErr is set when crishim kills the container because its
 	// postStart hook failed; it becomes the exit reason's message.
 	postStartErr string
+	// oomKilled is set by containerd's OOM event for the container.
+	oomKilled bool
+
+	// exitEvent is closed when containerd's exit event for the container's
+	// task arrives (oom.go).
+	exitEvent     chan struct{}
+	exitEventOnce sync.Once
 }
 
 // New returns a container manager; Recover must run before it serves requests.
@@ -160,6 +173,7 @@ func New(client *containerd.Client, images Images, sandboxes Sandboxes, cfg Conf
 		names:      names.New("container", createTimeout),
 		journal:    journal.New(filepath.Join(cfg.Root, "journal", "containers")),
 		cpu:        stats.NewRates(),
+		cgroupRoot: "/sys/fs/cgroup",
 	}
 	m.ownOOMScoreAdj = oomscore.Own()
 	if caps, err := cap.Current(); err == nil {
@@ -373,7 +387,7 @@ func (m *Manager) create(ctx context.Context, id, podID string, cfg *runtime.Con
 		return "", err
 	}
 
-	e := &entry{id: id, rec: rec, cfg: cfg, spec: spec, exited: make(chan struct{}),
+	e := &entry{id: id, rec: rec, cfg: cfg, spec: spec, exited: make(chan struct{}), exitEvent: make(chan struct{}),
 		state: runtime.ContainerState_CONTAINER_CREATED, status: status}
 	m.mu.Lock()
 	m.containers[id] = e
@@ -537,14 +551,7 @@ func (m *Manager) monitor(e *entry, task containerd.Task, started *crishimpb.Con
 	reason := ReasonUnknown
 	if st, ok := lifecycle.AwaitExit(ctx, m.client, e.id, log); ok {
 		code, exitedAt = st.ExitCode(), st.ExitTime()
-		switch {
-		case code != 0 && m.oomKilled(e.currentSpec()):
-			reason = ReasonOOMKilled
-		case code == 0:
-			reason = ReasonCompleted
-		default:
-			reason = ReasonError
-		}
+		reason = m.exitReasonOf(e, code)
 	}
 	m.finishExit(ctx, e, task, code, exitedAt, reason, "")
 	log.WithFields(logrus.Fields{"exit": code, "reason": reason}).Info("container exited")
@@ -590,29 +597,6 @@ func (m *Manager) finishExit(ctx context.Context, e *entry, task containerd.Task
 	m.persistStatus(e.id, st)
 	m.publish(e, runtime.ContainerEventType_CONTAINER_STOPPED_EVENT)
 	closeOnce(e.exited)
-}
-
-// oomKilled reports whether the kernel OOM-killed a process in the
-// container's memory cgroup (read before the task, and its cgroup, go).
-func (m *Manager) oomKilled(spec *specs.Spec) bool {
-	if spec == nil || spec.Linux == nil || !filepath.IsAbs(spec.Linux.CgroupsPath) {
-		return false
-	}
-	file := filepath.Join("/sys/fs/cgroup/memory", spec.Linux.CgroupsPath, "memory.oom_control")
-	if m.cgroupV2 {
-		file = filepath.Join("/sys/fs/cgroup", spec.Linux.CgroupsPath, "memory.events")
-	}
-	data, err := os.ReadFile(file)
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) == 2 && f[0] == "oom_kill" {
-			n, _ := strconv.Atoi(f[1])
-			return n > 0
-		}
-	}
-	return false
 }
 
 // taskSignaler delivers stop signals to a container's current task.

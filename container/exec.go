@@ -72,7 +72,12 @@ func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout
 		return nil, fmt.Errorf("exec in container %s: %w", e.id, err)
 	}
 	// Whatever happens from here, the exec process and its FIFOs go away.
-	defer m.reapExec(process, log)
+	abandoned := false
+	defer func() {
+		if !abandoned {
+			m.reapExec(process, log)
+		}
+	}()
 	exitCh, err := process.Wait(m.nsCtx(context.Background()))
 	if err != nil {
 		return nil, fmt.Errorf("wait for exec in container %s: %w", e.id, err)
@@ -82,28 +87,46 @@ func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout
 	}
 
 	var expired <-chan time.Time
+	var deadline time.Time
 	if timeout > 0 {
-		timer := time.NewTimer(time.Duration(timeout) * time.Second)
+		deadline = time.Now().Add(time.Duration(timeout) * time.Second)
+		timer := time.NewTimer(time.Until(deadline))
 		defer timer.Stop()
 		expired = timer.C
 	}
-	killAndReap := func() { m.killExec(process, exitCh, log) }
 	select {
 	case st := <-exitCh:
 		code, _, err := st.Result()
 		if err != nil {
 			return nil, fmt.Errorf("wait for exec in container %s: %w", e.id, err)
 		}
-		waitIO(process.IO(), 5*time.Second)
+		// A child of the command may hold its stdout open for good; what
+		// it has written by the deadline (or within execIOWait) is the
+		// output.
+		ioWait := execIOWait
+		if !deadline.IsZero() {
+			ioWait = min(ioWait, max(time.Until(deadline), 0)+execOverrun)
+		}
+		if !waitIO(process.IO(), ioWait) {
+			// The shim, too, waits for the output when deleting the
+			// process: that is left to the background.
+			log.Warn("exec output still open after the command exited; returning what it wrote")
+			abandoned = true
+			process.IO().Cancel()
+			process.IO().Close()
+			go m.reapExec(process, log)
+		}
 		if stdout.truncated || stderr.truncated {
 			log.Warn("exec output truncated")
 		}
 		return &runtime.ExecSyncResponse{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), ExitCode: int32(code)}, nil
 	case <-expired:
-		killAndReap()
+		abandoned = true
+		m.abandonExec(process, exitCh, log)
 		return nil, fmt.Errorf("command %q in container %s timed out after %ds: %w", cmd, e.id, timeout, context.DeadlineExceeded)
 	case <-ctx.Done():
-		killAndReap()
+		abandoned = true
+		m.abandonExec(process, exitCh, log)
 		return nil, fmt.Errorf("exec in container %s: %w", e.id, ctx.Err())
 	}
 }
@@ -151,31 +174,49 @@ func newExecID() string {
 // removes each process's own FIFOs when the process is deleted.
 func (m *Manager) execFIFODir(id string) string { return filepath.Join(m.fifoDir(id), "exec") }
 
-// reapExec deletes an exec process and its FIFOs, giving its output a
-// moment to drain first.
+// execOverrun bounds how long ExecSync takes beyond its timeout: the
+// kubelet counts on the timeout, and a command that ignores its kill or
+// leaves a child holding its output must not hold the RPC for long.
+const execOverrun = time.Second
+
+// execIOWait bounds the wait for the output of a command without a
+// timeout after it exited.
+const execIOWait = 5 * time.Second
+
+// reapExec deletes an exec process and its FIFOs once its output has been
+// read: what is still open (a child holding stdout) is cut off.
 func (m *Manager) reapExec(process containerd.Process, log *logrus.Entry) {
 	cctx, cancel := m.cleanupCtx()
 	defer cancel()
-	if !waitIO(process.IO(), 5*time.Second) {
-		process.IO().Cancel()
-		process.IO().Close()
-	}
+	process.IO().Cancel()
+	process.IO().Close()
 	if _, err := process.Delete(cctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
 		log.WithError(err).Warn("delete exec process")
 	}
 }
 
-// killExec kills an exec process and waits a bounded time for its exit.
+// killExec kills an exec process and waits at most execOverrun for its exit.
 func (m *Manager) killExec(process containerd.Process, exitCh <-chan containerd.ExitStatus, log *logrus.Entry) {
-	kctx, cancel := m.cleanupCtx()
+	kctx, cancel := context.WithTimeout(m.nsCtx(context.Background()), execOverrun)
 	defer cancel()
 	if err := process.Kill(kctx, syscall.SIGKILL); err != nil && !errdefs.IsNotFound(err) {
 		log.WithError(err).Warn("kill exec process")
 	}
 	select {
 	case <-exitCh:
-	case <-time.After(10 * time.Second):
+	case <-kctx.Done():
+		log.Warn("exec process not gone yet after SIGKILL")
 	}
+}
+
+// abandonExec kills a timed-out or cancelled exec process, drops its
+// output and leaves its deletion to the background: the deletion waits for
+// the exit, which a process stuck in the kernel may not give soon.
+func (m *Manager) abandonExec(process containerd.Process, exitCh <-chan containerd.ExitStatus, log *logrus.Entry) {
+	m.killExec(process, exitCh, log)
+	process.IO().Cancel()
+	process.IO().Close()
+	go m.reapExec(process, log)
 }
 
 // waitIO waits up to d for the exec output copy to finish.

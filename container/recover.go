@@ -28,6 +28,8 @@ func decodeExtension(exts map[string]typeurl.Any, key string, msg proto.Message)
 // reattaches to the IO of running containers.
 func (m *Manager) Recover(ctx context.Context) error {
 	ctx = m.nsCtx(ctx)
+	// Following events before reattaching: an OOM kill from now on is seen.
+	m.startTaskEvents()
 	// What a crash left half made goes first, so it is not recovered.
 	m.undoInterrupted(ctx)
 	list, err := m.client.Containers(ctx, fmt.Sprintf("labels.%q==%s", LabelKind, KindContainer))
@@ -70,7 +72,7 @@ func (m *Manager) recoverOne(ctx context.Context, c containerd.Container) error 
 	if err != nil {
 		return fmt.Errorf("read spec: %w", err)
 	}
-	e := &entry{id: c.ID(), rec: rec, cfg: cfg, spec: spec, exited: make(chan struct{}), status: status}
+	e := &entry{id: c.ID(), rec: rec, cfg: cfg, spec: spec, exited: make(chan struct{}), exitEvent: make(chan struct{}), status: status}
 	switch {
 	case status.FinishedAt != 0:
 		e.state = runtime.ContainerState_CONTAINER_EXITED
@@ -133,9 +135,13 @@ func (m *Manager) recoverOne(ctx context.Context, c containerd.Container) error 
 		log.Info("reattached to running container")
 	case containerd.Stopped:
 		e.state = runtime.ContainerState_CONTAINER_RUNNING
+		// Its exit event is long gone, but its cgroup is still there.
 		reason := ReasonCompleted
 		if st.ExitStatus != 0 {
 			reason = ReasonError
+			if m.oomKilled(spec) {
+				reason = ReasonOOMKilled
+			}
 		}
 		m.finishExit(ctx, e, task, st.ExitStatus, st.ExitTime, reason, "")
 	default:

@@ -359,7 +359,8 @@ func processImageOf(ctx context.Context, local *image.Local) (processImage, erro
 }
 
 // watch follows the pause task until it exits (or is gone), then marks
-// the pod not ready and deletes the task.
+// the pod not ready. Unless a Stop is under way, which does both itself,
+// it reports the pod stopped and deletes the exited task.
 func (m *Manager) watch(p *pod) {
 	log := m.logger(p.id)
 	if st, ok := lifecycle.AwaitExit(m.withNS(context.Background()), m.client, p.id, log); ok {
@@ -367,12 +368,22 @@ func (m *Manager) watch(p *pod) {
 	}
 	m.mu.Lock()
 	p.ready = false
-	stopping := p.stopping
+	p.pauseExited = true
+	// A finished Stop deleted the task already.
+	owned := p.stopping || p.stopped
 	m.mu.Unlock()
-	if stopping {
+	if owned {
 		return
 	}
-	m.publish(p, runtime.ContainerEventType_CONTAINER_STOPPED_EVENT, nil)
+	m.pauseGone(p)
+}
+
+// pauseGone reports a pod whose pause exited outside a Stop as stopped
+// (once) and deletes the exited pause task.
+func (m *Manager) pauseGone(p *pod) {
+	if m.claimStopReport(p) {
+		m.publish(p, runtime.ContainerEventType_CONTAINER_STOPPED_EVENT, nil)
+	}
 	ctx, cancelCleanup := m.cleanupContext()
 	defer cancelCleanup()
 	// Loaded again rather than held: a pod can run for months, and the
@@ -380,8 +391,20 @@ func (m *Manager) watch(p *pod) {
 	if c, err := m.client.LoadContainer(ctx, p.id); err == nil {
 		if t, err := c.Task(ctx, nil); err == nil {
 			if _, err := t.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
-				log.WithError(err).Warn("delete exited pause task")
+				m.logger(p.id).WithError(err).Warn("delete exited pause task")
 			}
 		}
 	}
+}
+
+// claimStopReport reports whether the caller is the one to publish the
+// pod's STOPPED event.
+func (m *Manager) claimStopReport(p *pod) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if p.stopReported {
+		return false
+	}
+	p.stopReported = true
+	return true
 }

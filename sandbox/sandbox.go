@@ -124,8 +124,15 @@ type pod struct {
 	pid      uint32
 	stopped  bool
 	removed  bool
-	// stopping tells the exit watcher that Stop deletes the task.
+	// stopping is set while a Stop runs: the Stop deletes the pause
+	// task and reports the pod stopped, not the exit watcher.
 	stopping bool
+	// pauseExited is set by the exit watcher when the pause task exits.
+	pauseExited bool
+	// stopReported is set once the pod's STOPPED event has gone out:
+	// whichever of the exit watcher and Stop sees the pod stop first
+	// reports it, and only that one.
+	stopReported bool
 }
 
 // New returns a sandbox manager; Recover must run before it serves requests.

@@ -32,25 +32,33 @@ func (m *Manager) Stop(ctx context.Context, id string) error {
 
 // stopLocked does Stop's work with p.op held. Each step is idempotent, so
 // a Stop that failed halfway is completed by the next one.
-func (m *Manager) stopLocked(ctx context.Context, p *pod) error {
-	m.mu.RLock()
+func (m *Manager) stopLocked(ctx context.Context, p *pod) (retErr error) {
+	m.mu.Lock()
 	removed, stopped := p.removed, p.stopped
-	m.mu.RUnlock()
+	if !removed && !stopped {
+		p.stopping = true
+	}
+	m.mu.Unlock()
 	// A stop that completed left nothing to redo; going through the steps
 	// again costs RemovePodSandbox two round trips to containerd.
 	if removed || stopped {
 		return nil
 	}
 	log := m.logger(p.id)
-	m.mu.Lock()
-	p.stopping = true
-	m.mu.Unlock()
+	defer func() {
+		if retErr != nil {
+			m.stopFailed(p)
+		}
+	}()
 
 	c, err := m.client.LoadContainer(ctx, p.id)
 	if err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("load pause container of pod %s: %w", p.id, err)
 	}
 	if err == nil {
+		if err := faultpoint.Hit("sandbox.beforeKillPause"); err != nil {
+			return fmt.Errorf("stop pause container of pod %s: %w", p.id, err)
+		}
 		if err := killPause(ctx, c); err != nil {
 			return fmt.Errorf("stop pause container of pod %s: %w", p.id, err)
 		}
@@ -86,13 +94,26 @@ func (m *Manager) stopLocked(ctx context.Context, p *pod) error {
 		}
 	}
 	m.mu.Lock()
-	p.stopped = true
+	p.stopped, p.stopping = true, false
 	m.mu.Unlock()
-	if !stopped {
-		log.Info("pod sandbox stopped")
+	log.Info("pod sandbox stopped")
+	if m.claimStopReport(p) {
 		m.publish(p, runtime.ContainerEventType_CONTAINER_STOPPED_EVENT, nil)
 	}
 	return nil
+}
+
+// stopFailed hands the pause task back to its exit watcher after a Stop
+// failed. Should the pause have exited meanwhile, the watcher has already
+// left it to the Stop, so its work is done here.
+func (m *Manager) stopFailed(p *pod) {
+	m.mu.Lock()
+	p.stopping = false
+	exited := p.pauseExited
+	m.mu.Unlock()
+	if exited {
+		m.pauseGone(p)
+	}
 }
 
 // killPause kills the pause task and deletes it; containerd's CRI gives

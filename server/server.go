@@ -235,6 +235,9 @@ func (s *Server) Close() error {
 	if s.stream != nil {
 		s.stream.stop()
 	}
+	if s.containers != nil {
+		s.containers.Close()
+	}
 	return s.client.Close()
 }
 
