@@ -14,8 +14,10 @@ import (
 // cgroups, and the controllers enabled in them, come and go.
 func (m *Manager) cgroupCaps(parent string) cgroupCaps {
 	dir := parent
-	if m.cfg.CgroupDriver == "systemd" {
-		dir = cgroup.SystemdSliceDir(parent)
+	if m.cfg.CgroupDriver == cgroup.DriverSystemd {
+		// A malformed slice fails at runc; the root's controllers are as
+		// good an answer as any until then.
+		dir, _ = cgroup.SliceDir(parent)
 	}
 	return cgroupCaps{v2: m.cgroupV2, hugetlb: cgroup.HugetlbUsable(dir)}
 }
@@ -27,7 +29,7 @@ func cgroupParentOf(spec *specs.Spec, driver string) string {
 		return ""
 	}
 	p := spec.Linux.CgroupsPath
-	if driver == "systemd" {
+	if driver == cgroup.DriverSystemd {
 		slice, _, _ := strings.Cut(p, ":")
 		return slice
 	}

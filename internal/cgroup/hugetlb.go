@@ -1,6 +1,3 @@
-// Package cgroup answers what crishim must know of the host's cgroups
-// before it hands runc a spec: which controllers a container's cgroup can
-// use, and where that cgroup lives under each driver.
 package cgroup
 
 import (

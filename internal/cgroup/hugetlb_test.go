@@ -92,20 +92,3 @@ func TestHugetlbUsableMatchesHost(t *testing.T) {
 		t.Fatalf("HugetlbUsable = %v, host says %v", got, want)
 	}
 }
-
-func TestSystemdSliceDir(t *testing.T) {
-	for in, want := range map[string]string{
-		"":                                "/",
-		"-.slice":                         "/",
-		"system.slice":                    "/system.slice",
-		"kubepods.slice":                  "/kubepods.slice",
-		"kubepods-burstable.slice":        "/kubepods.slice/kubepods-burstable.slice",
-		"kubepods-burstable-pod1.slice":   "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice",
-		"kubepods-besteffort-pod_a.slice": "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod_a.slice",
-		"bad--name.slice":                 "/",
-	} {
-		if got := SystemdSliceDir(in); got != want {
-			t.Errorf("SystemdSliceDir(%q) = %q, want %q", in, got, want)
-		}
-	}
-}

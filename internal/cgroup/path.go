@@ -1,5 +1,6 @@
-// Package cgroup locates a container's cgroup from the cgroupsPath of its
-// OCI spec, under either cgroup driver.
+// Package cgroup answers what crishim must know of the host's cgroups
+// before and after it hands runc a spec: where a container's cgroup lives
+// under either cgroup driver, and which controllers it can use.
 package cgroup
 
 import (
@@ -41,7 +42,7 @@ func Path(cgroupsPath, driver string) (string, error) {
 		// runc's default parent for a unit without one.
 		slice = "system.slice"
 	}
-	dir, err := expandSlice(slice)
+	dir, err := SliceDir(slice)
 	if err != nil {
 		return "", fmt.Errorf("systemd cgroup path %q: %w", cgroupsPath, err)
 	}
@@ -55,10 +56,10 @@ func Path(cgroupsPath, driver string) (string, error) {
 	return path.Join(dir, unit), nil
 }
 
-// expandSlice turns a slice unit name into its cgroup directory: each
+// SliceDir turns a slice unit name into its cgroup directory: each
 // dash-separated component of the name is a parent slice, so a-b-c.slice
 // is /a.slice/a-b.slice/a-b-c.slice. "-.slice" is the root.
-func expandSlice(slice string) (string, error) {
+func SliceDir(slice string) (string, error) {
 	base, ok := strings.CutSuffix(slice, ".slice")
 	if !ok || base == "" || strings.Contains(slice, "/") {
 		return "", fmt.Errorf("bad slice name %q", slice)
