@@ -232,7 +232,7 @@ func TestContainerdLifecycleAndLogs(t *testing.T) {
 	if err != nil || len(list) != 1 || list[0].Id != failing {
 		t.Fatalf("list by label: %v %v", list, err)
 	}
-	list, _ = e.m.List(e.ctx, &runtime.ContainerFilter{PodSandboxId: e.podID[:8], State: &runtime.ContainerStateValue{State: runtime.ContainerState_CONTAINER_EXITED}})
+	list, _ = e.m.List(e.ctx, &runtime.ContainerFilter{PodSandboxId: e.podID, State: &runtime.ContainerStateValue{State: runtime.ContainerState_CONTAINER_EXITED}})
 	if len(list) != 3 {
 		t.Fatalf("list exited in pod: %d containers", len(list))
 	}
