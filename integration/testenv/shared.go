@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 )
@@ -26,7 +27,21 @@ type Shared struct {
 // a machine with the packages `make deps` installs.
 func (s *Shared) Env(t testing.TB) *Env {
 	t.Helper()
-	s.once.Do(func() { s.env, s.err = setupShared() })
+	s.once.Do(func() {
+		// The daemons die with the OS thread that started them
+		// (Pdeathsig), and Go ends a thread whose goroutine exits while
+		// locked to it, as network namespace code in the tests' own
+		// process does. So they are started from a thread kept for the
+		// life of the test binary.
+		done := make(chan struct{})
+		go func() {
+			runtime.LockOSThread()
+			s.env, s.err = setupShared()
+			close(done)
+			select {}
+		}()
+		<-done
+	})
 	if s.err != nil {
 		t.Fatalf("test environment (private containerd and registry): %v", s.err)
 	}
