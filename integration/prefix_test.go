@@ -97,7 +97,12 @@ func TestIDPrefixEveryRPC(t *testing.T) {
 	// A running container that also serves HTTP (busybox httpd goes to the
 	// background) for the port forward, and stops at once on SIGTERM.
 	serveCmd := []string{"sh", "-c", `echo prefixed > /www/index.html && httpd -p 8080 -h /www && trap "exit 0" TERM; while true; do sleep 0.1; done`}
-	ctrID := c.startContainer(podID, pod, containerConfig("main", env.BusyboxImage, serveCmd...))
+	mainCfg := containerConfig("main", env.BusyboxImage, serveCmd...)
+	// A pid namespace of its own, for a container to join by target_id.
+	mainCfg.Linux.SecurityContext = &runtime.LinuxContainerSecurityContext{
+		NamespaceOptions: &runtime.NamespaceOption{Pid: runtime.NamespaceMode_CONTAINER},
+	}
+	ctrID := c.startContainer(podID, pod, mainCfg)
 
 	// Among 17 IDs two share their first hex digit: ambiguous prefixes of
 	// pods and of containers.
@@ -278,6 +283,34 @@ func TestIDPrefixEveryRPC(t *testing.T) {
 					return fmt.Errorf("attach URL %q", resp.Url)
 				}
 				return err
+			}},
+		{name: "CreateContainer target_id", target: full(ctrID),
+			call: func(ctx context.Context, id string) error {
+				cfg := containerConfig("sharer-"+randomSuffix(), env.BusyboxImage, idleCmd...)
+				cfg.Linux.SecurityContext = &runtime.LinuxContainerSecurityContext{
+					NamespaceOptions: &runtime.NamespaceOption{Pid: runtime.NamespaceMode_TARGET, TargetId: id},
+				}
+				resp, err := c.rt.CreateContainer(ctx, &runtime.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: pod})
+				if err != nil {
+					return err
+				}
+				sharer := resp.ContainerId
+				t.Cleanup(func() {
+					ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+					defer cancel()
+					if _, err := c.rt.RemoveContainer(ctx, &runtime.RemoveContainerRequest{ContainerId: sharer}); err != nil {
+						t.Errorf("cleanup: RemoveContainer %s: %v", sharer, err)
+					}
+				})
+				if _, err := c.rt.StartContainer(ctx, &runtime.StartContainerRequest{ContainerId: sharer}); err != nil {
+					return err
+				}
+				// PID 1 of the shared namespace is the main container's shell.
+				out, err := c.rt.ExecSync(ctx, &runtime.ExecSyncRequest{ContainerId: sharer, Cmd: []string{"cat", "/proc/1/cmdline"}, Timeout: 10})
+				if err != nil || !strings.Contains(string(out.GetStdout()), "prefixed") {
+					return fmt.Errorf("the container sharing the pid namespace of %s sees PID 1 as %q (%v)", id, out.GetStdout(), err)
+				}
+				return nil
 			}},
 		{name: "StopContainer", absentOK: true, target: full(ctrID),
 			call: func(ctx context.Context, id string) error {

@@ -19,7 +19,7 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtime.CreateContain
 	}
 	cfg := req.GetConfig()
 	// A pid namespace shared with another container names it by ID too.
-	if ns := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions(); ns.GetTargetId() != "" {
+	if ns := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions(); ns.GetPid() == runtime.NamespaceMode_TARGET && ns.GetTargetId() != "" {
 		target, err := s.containerID(ns.GetTargetId())
 		if err != nil {
 			return nil, err
