@@ -597,6 +597,12 @@ func (m *Manager) finishExit(ctx context.Context, e *entry, task containerd.Task
 	e.state = runtime.ContainerState_CONTAINER_EXITED
 	e.io = nil
 	e.status.FinishedAt = exitedAt.UnixNano()
+	// StartedAt is taken when task.Start has returned, the exit time by
+	// the shim: a process that exits at once can beat the first, and a
+	// container must not finish before it started.
+	if e.status.FinishedAt < e.status.StartedAt {
+		e.status.FinishedAt = e.status.StartedAt
+	}
 	e.status.ExitCode = int32(code)
 	e.status.Reason, e.status.Message = exitReason(e, reason, message)
 	st := proto.Clone(e.status).(*crishimpb.ContainerStatusRecord)
