@@ -214,11 +214,29 @@ func nameKey(c *runtime.ContainerMetadata, p *runtime.PodSandboxMetadata) string
 	return strings.Join([]string{c.GetName(), p.GetName(), p.GetNamespace(), p.GetUid(), strconv.FormatUint(uint64(c.GetAttempt()), 10)}, "_")
 }
 
-// get resolves a full ID or a unique ID prefix.
+// ResolveID returns the full ID of the container that id names, as its
+// full ID or a unique prefix of it (see idprefix). The server resolves every
+// ID a client sends here, once, so the rest of this package takes full IDs
+// only: a prefix that one call resolved and another matched exactly once
+// left a removed pod's containers behind.
+func (m *Manager) ResolveID(id string) (string, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	e, err := idprefix.Resolve(m.containers, id, "container")
+	if err != nil {
+		return "", err
+	}
+	return e.id, nil
+}
+
+// get finds a container by its full ID.
 func (m *Manager) get(id string) (*entry, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return idprefix.Resolve(m.containers, id, "container")
+	if e, ok := m.containers[id]; ok {
+		return e, nil
+	}
+	return nil, fmt.Errorf("container %s: %w", id, errdefs.ErrNotFound)
 }
 
 // resolveLogPath joins the pod's log directory and the container's
@@ -590,6 +608,12 @@ func (m *Manager) finishExit(ctx context.Context, e *entry, task containerd.Task
 	e.state = runtime.ContainerState_CONTAINER_EXITED
 	e.io = nil
 	e.status.FinishedAt = exitedAt.UnixNano()
+	// StartedAt is taken when task.Start has returned, the exit time by
+	// the shim: a process that exits at once can beat the first, and a
+	// container must not finish before it started.
+	if e.status.FinishedAt < e.status.StartedAt {
+		e.status.FinishedAt = e.status.StartedAt
+	}
 	e.status.ExitCode = int32(code)
 	e.status.Reason, e.status.Message = exitReason(e, reason, message)
 	st := proto.Clone(e.status).(*crishimpb.ContainerStatusRecord)

@@ -2,8 +2,6 @@ package container
 
 import (
 	"context"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,21 +13,26 @@ import (
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/remotes/docker"
+	"github.com/containerd/containerd/remotes/docker/config"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crishim/crishim/image"
+	"github.com/crishim/crishim/integration/testenv"
 	"github.com/crishim/crishim/sandbox"
 )
 
-// These tests run real containers on the dev containerd, in their own
-// namespace, without the sandbox and image packages: the pod is a
-// host-network "sandbox" with no pause, and the image is pulled directly.
-const (
-	testNamespace = "dev-container"
-	testImage     = "127.0.0.1:5000/e2e-test-images/busybox:1.29-2"
-)
+// These tests run real containers on a private containerd (testenv.Shared,
+// set up by the first of them), without the sandbox and image packages:
+// the pod is a host-network "sandbox" with no pause, and the test
+// registry's busybox is pulled directly.
+const testNamespace = "crishim-container-test"
+
+// stack is the package's private containerd and registry.
+var stack testenv.Shared
+
+func TestMain(m *testing.M) { os.Exit(stack.Main(m)) }
 
 type fakeSandboxes struct{ sb *sandbox.Sandbox }
 
@@ -43,7 +46,7 @@ func (f fakeSandboxes) Get(id string) (*sandbox.Sandbox, error) {
 type fakeImages struct{ img *image.Local }
 
 func (f fakeImages) Get(_ context.Context, ref string) (*image.Local, error) {
-	if ref != testImage {
+	if ref != f.img.Ref {
 		return nil, errdefs.ErrNotFound
 	}
 	return f.img, nil
@@ -60,26 +63,21 @@ type env struct {
 	pod    *runtime.PodSandboxConfig
 	podID  string
 	logDir string
+	image  string
 }
 
 func setup(t *testing.T) *env {
-	addr := os.Getenv("CRISHIM_TEST_CONTAINERD")
-	if addr == "" {
-		t.Skip("CRISHIM_TEST_CONTAINERD not set (containerd socket, or 1 for /run/crishim-dev/containerd.sock)")
-	}
-	if !strings.HasPrefix(addr, "/") {
-		addr = "/run/crishim-dev/containerd.sock"
-	}
-	client, err := containerd.New(addr, containerd.WithDefaultNamespace(testNamespace))
+	stk := stack.Env(t)
+	testImage := stk.BusyboxImage
+	client, err := containerd.New(stk.Containerd.Address, containerd.WithDefaultNamespace(testNamespace))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { client.Close() })
 	ctx := namespaces.WithNamespace(context.Background(), testNamespace)
 
-	waitRegistry(t)
 	resolver := docker.NewResolver(docker.ResolverOptions{
-		Hosts: docker.ConfigureDefaultRegistries(docker.WithPlainHTTP(docker.MatchLocalhost)),
+		Hosts: config.ConfigureHosts(ctx, config.HostOptions{HostDir: config.HostDirFromRoot(stk.RegistryConfigDir)}),
 	})
 	img, err := client.Pull(ctx, testImage, containerd.WithResolver(resolver), containerd.WithPullUnpack,
 		containerd.WithPullSnapshotter("overlayfs"))
@@ -118,7 +116,7 @@ func setup(t *testing.T) *env {
 		Root: filepath.Join(root, "root"), State: filepath.Join(root, "state"),
 		CgroupDriver: "cgroupfs", Snapshotter: "overlayfs", Runtime: "io.containerd.runc.v2",
 	})
-	e := &env{m: m, client: client, ctx: ctx, pod: pod, podID: sb.ID, logDir: pod.LogDirectory}
+	e := &env{m: m, client: client, ctx: ctx, pod: pod, podID: sb.ID, logDir: pod.LogDirectory, image: testImage}
 	t.Cleanup(func() {
 		if err := m.RemovePod(context.Background(), sb.ID); err != nil {
 			t.Errorf("remove pod containers: %v", err)
@@ -127,30 +125,11 @@ func setup(t *testing.T) *env {
 	return e
 }
 
-// waitRegistry waits for the critest harness to have pushed busybox.
-func waitRegistry(t *testing.T) {
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		resp, err := http.Get("http://127.0.0.1:5000/v2/e2e-test-images/busybox/tags/list")
-		if err == nil {
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK && strings.Contains(string(body), `"1.29-2"`) {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("registry at 127.0.0.1:5000 has no e2e-test-images/busybox:1.29-2")
-		}
-		time.Sleep(2 * time.Second)
-	}
-}
-
 func (e *env) create(t *testing.T, name string, mutate func(*runtime.ContainerConfig), cmd ...string) string {
 	t.Helper()
 	cfg := &runtime.ContainerConfig{
 		Metadata: &runtime.ContainerMetadata{Name: name},
-		Image:    &runtime.ImageSpec{Image: testImage},
+		Image:    &runtime.ImageSpec{Image: e.image},
 		Command:  cmd,
 		LogPath:  name + "/0.log",
 		Labels:   map[string]string{"test": name},
@@ -188,12 +167,12 @@ func TestContainerdLifecycleAndLogs(t *testing.T) {
 	e := setup(t)
 	id := e.create(t, "logger", nil, "sh", "-c", "echo hello; echo oops >&2; printf tail")
 	if _, err := e.m.Create(e.ctx, e.podID, &runtime.ContainerConfig{
-		Metadata: &runtime.ContainerMetadata{Name: "logger"}, Image: &runtime.ImageSpec{Image: testImage},
+		Metadata: &runtime.ContainerMetadata{Name: "logger"}, Image: &runtime.ImageSpec{Image: e.image},
 	}, e.pod); !errdefs.IsAlreadyExists(err) || !strings.Contains(err.Error(), id) {
 		t.Fatalf("duplicate name: %v", err)
 	}
 	st, _, err := e.m.Status(e.ctx, id, false)
-	if err != nil || st.State != runtime.ContainerState_CONTAINER_CREATED || st.ImageRef != testImage || st.User.GetLinux().GetUid() != 0 {
+	if err != nil || st.State != runtime.ContainerState_CONTAINER_CREATED || st.ImageRef != e.image || st.User.GetLinux().GetUid() != 0 {
 		t.Fatalf("status after create: %+v %v", st, err)
 	}
 	if err := e.m.Start(e.ctx, id); err != nil {
@@ -236,7 +215,7 @@ func TestContainerdLifecycleAndLogs(t *testing.T) {
 	if err != nil || len(list) != 1 || list[0].Id != failing {
 		t.Fatalf("list by label: %v %v", list, err)
 	}
-	list, _ = e.m.List(e.ctx, &runtime.ContainerFilter{PodSandboxId: e.podID[:8], State: &runtime.ContainerStateValue{State: runtime.ContainerState_CONTAINER_EXITED}})
+	list, _ = e.m.List(e.ctx, &runtime.ContainerFilter{PodSandboxId: e.podID, State: &runtime.ContainerStateValue{State: runtime.ContainerState_CONTAINER_EXITED}})
 	if len(list) != 3 {
 		t.Fatalf("list exited in pod: %d containers", len(list))
 	}

@@ -20,9 +20,12 @@ func TestStatsFilterMatches(t *testing.T) {
 	}{
 		{nil, true},
 		{&runtime.ContainerStatsFilter{}, true},
-		{&runtime.ContainerStatsFilter{Id: "abc"}, true},
-		{&runtime.ContainerStatsFilter{Id: "abd"}, false},
-		{&runtime.ContainerStatsFilter{PodSandboxId: "pod1"}, true},
+		{&runtime.ContainerStatsFilter{Id: "abcdef"}, true},
+		{&runtime.ContainerStatsFilter{Id: "abcdeg"}, false},
+		// Filters take full IDs: the server resolves prefixes.
+		{&runtime.ContainerStatsFilter{Id: "abc"}, false},
+		{&runtime.ContainerStatsFilter{PodSandboxId: "pod123"}, true},
+		{&runtime.ContainerStatsFilter{PodSandboxId: "pod1"}, false},
 		{&runtime.ContainerStatsFilter{PodSandboxId: "pod2"}, false},
 		{&runtime.ContainerStatsFilter{LabelSelector: map[string]string{"app": "web"}}, true},
 		{&runtime.ContainerStatsFilter{LabelSelector: map[string]string{"app": "web", "tier": "back"}}, false},

@@ -172,10 +172,10 @@ func matches(f *runtime.ContainerFilter, e *entry, state runtime.ContainerState)
 	if f == nil {
 		return true
 	}
-	if f.GetId() != "" && !strings.HasPrefix(e.id, f.GetId()) {
+	if f.GetId() != "" && e.id != f.GetId() {
 		return false
 	}
-	if f.GetPodSandboxId() != "" && !strings.HasPrefix(e.rec.SandboxId, f.GetPodSandboxId()) {
+	if f.GetPodSandboxId() != "" && e.rec.SandboxId != f.GetPodSandboxId() {
 		return false
 	}
 	if f.GetState() != nil && f.GetState().GetState() != state {

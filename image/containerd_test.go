@@ -16,33 +16,32 @@ import (
 	"github.com/containerd/containerd/namespaces"
 	"github.com/opencontainers/image-spec/identity"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crishim/crishim/integration/testenv"
 )
 
-// These tests drive a real containerd. They run only when
-// CRISHIM_TEST_CONTAINERD names its socket; CRISHIM_TEST_REGISTRY_CONFIG_DIR
-// is a hosts.toml tree through which the test image is reachable, and
-// CRISHIM_TEST_NAMESPACE (default crishim-image-test) keeps the test's
-// objects apart.
+// These tests drive a real containerd and registry of their own
+// (testenv.Shared, set up by the first of them): the image is the
+// registry's pull-test busybox, reached through a hosts.toml mirror
+// entry as a node would.
 
-const testImage = "registry.k8s.io/e2e-test-images/busybox:1.29-2"
+// stack is the package's private containerd and registry.
+var stack testenv.Shared
+
+func TestMain(m *testing.M) { os.Exit(stack.Main(m)) }
+
+const ns = "crishim-image-test"
 
 func realService(t *testing.T) (*Service, context.Context) {
 	t.Helper()
-	socket := os.Getenv("CRISHIM_TEST_CONTAINERD")
-	if socket == "" {
-		t.Skip("CRISHIM_TEST_CONTAINERD is not set")
-	}
-	ns := os.Getenv("CRISHIM_TEST_NAMESPACE")
-	if ns == "" {
-		ns = "crishim-image-test"
-	}
-	client, err := containerd.New(socket, containerd.WithDefaultNamespace(ns))
+	e := stack.Env(t)
+	client, err := containerd.New(e.Containerd.Address, containerd.WithDefaultNamespace(ns))
 	if err != nil {
 		t.Fatalf("connect to containerd: %v", err)
 	}
 	t.Cleanup(func() { client.Close() })
 	svc := New(client, Config{
-		RegistryConfigDir: os.Getenv("CRISHIM_TEST_REGISTRY_CONFIG_DIR"),
+		RegistryConfigDir: e.RegistryConfigDir,
 		Snapshotter:       "overlayfs",
 	})
 	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), ns), 5*time.Minute)
@@ -52,6 +51,8 @@ func realService(t *testing.T) (*Service, context.Context) {
 
 func TestContainerdPullListStatusRemove(t *testing.T) {
 	svc, ctx := realService(t)
+	testImage := stack.Env(t).PullTestImage
+	repo, _, _ := strings.Cut(testImage, ":")
 	spec := &runtime.ImageSpec{Image: testImage}
 	t.Cleanup(func() { _ = svc.Remove(context.WithoutCancel(ctx), spec) })
 
@@ -82,8 +83,11 @@ func TestContainerdPullListStatusRemove(t *testing.T) {
 	if !slices.Contains(listed.RepoTags, testImage) {
 		t.Errorf("repo tags %v lack %s", listed.RepoTags, testImage)
 	}
-	if len(listed.RepoDigests) != 1 || !strings.HasPrefix(listed.RepoDigests[0], "registry.k8s.io/e2e-test-images/busybox@sha256:") {
-		t.Fatalf("repo digests %v, want one registry.k8s.io/e2e-test-images/busybox@sha256:...", listed.RepoDigests)
+	if len(listed.RepoDigests) != 1 || !strings.HasPrefix(listed.RepoDigests[0], repo+"@sha256:") {
+		t.Fatalf("repo digests %v, want one %s@sha256:...", listed.RepoDigests, repo)
+	}
+	if id != stack.Env(t).PullTestID {
+		t.Errorf("Pull returned %s, want the pushed image's ID %s", id, stack.Env(t).PullTestID)
 	}
 	if listed.Size == 0 {
 		t.Error("image size is 0")
@@ -159,20 +163,20 @@ func TestContainerdPullListStatusRemove(t *testing.T) {
 
 func TestContainerdPullMissingImage(t *testing.T) {
 	svc, ctx := realService(t)
-	_, err := svc.Pull(ctx, "registry.k8s.io/e2e-test-images/no-such-image:0", nil, nil)
-	if err == nil {
-		t.Fatal("pulling an image that does not exist succeeded")
+	// By the registry's own address: through the alias, containerd tries
+	// the alias's (made-up) upstream after the mirror's 404.
+	_, err := svc.Pull(ctx, stack.Env(t).Registry.Host+"/no-such-image:0", nil, nil)
+	if !errdefs.IsNotFound(err) {
+		t.Fatalf("pulling an image that does not exist: %v, want not found", err)
 	}
 }
 
 func TestContainerdEmbeddedPause(t *testing.T) {
 	svc, ctx := realService(t)
 	name, err := EmbeddedPauseRef()
-	if errdefs.IsFailedPrecondition(err) {
-		if _, err := svc.EnsureSandboxImage(ctx, ""); !errdefs.IsFailedPrecondition(err) {
-			t.Fatalf("EnsureSandboxImage without a pause binary: %v, want FailedPrecondition", err)
-		}
-		t.Skip("built without the pause binary (gcc -static -Os -s -o image/pausebin/pause pause/pause.c)")
+	if err != nil {
+		// `make test` builds the pause program before the tests.
+		t.Fatalf("no embedded pause image (run `make pause` before go test): %v", err)
 	}
 	local, err := svc.EnsureSandboxImage(ctx, "")
 	if err != nil {
@@ -224,7 +228,13 @@ func TestContainerdEmbeddedPause(t *testing.T) {
 
 func TestContainerdConfiguredSandboxImage(t *testing.T) {
 	svc, ctx := realService(t)
-	const ref = "registry.k8s.io/pause:3.10"
+	e := stack.Env(t)
+	if err := e.PushPauseImage(); err != nil {
+		t.Fatal(err)
+	}
+	ref := e.PauseImage
+	repo, _, _ := strings.Cut(ref, "/crishim/pause:")
+	repo += "/crishim/pause"
 	t.Cleanup(func() { _ = svc.Remove(context.WithoutCancel(ctx), &runtime.ImageSpec{Image: ref}) })
 	_ = svc.Remove(ctx, &runtime.ImageSpec{Image: ref})
 
@@ -232,7 +242,10 @@ func TestContainerdConfiguredSandboxImage(t *testing.T) {
 	if err != nil {
 		t.Fatalf("EnsureSandboxImage(%s): %v", ref, err)
 	}
-	if !strings.HasPrefix(local.Ref, "registry.k8s.io/pause@sha256:") {
+	if local.ID != e.PauseImageID {
+		t.Errorf("sandbox image ID %s, want the pushed image's %s", local.ID, e.PauseImageID)
+	}
+	if !strings.HasPrefix(local.Ref, repo+"@sha256:") {
 		t.Errorf("sandbox image ref %s, want a repo digest", local.Ref)
 	}
 	img, _, err := svc.Status(ctx, &runtime.ImageSpec{Image: ref}, false)
@@ -250,6 +263,7 @@ func TestContainerdConfiguredSandboxImage(t *testing.T) {
 
 func TestContainerdConcurrentPulls(t *testing.T) {
 	svc, ctx := realService(t)
+	testImage := stack.Env(t).PullTestImage
 	spec := &runtime.ImageSpec{Image: testImage}
 	t.Cleanup(func() { _ = svc.Remove(context.WithoutCancel(ctx), spec) })
 

@@ -37,17 +37,49 @@ func TestFailureFreesName(t *testing.T) {
 	}
 }
 
+// waitCtx tells the test when a request starts to wait: Create asks for
+// Done only once it waits - for the work it started, or for the one under
+// way for its name. That is the gate for "a request arrives during the
+// work", with no sleep that may or may not overlap the work.
+type waitCtx struct {
+	context.Context
+	once    sync.Once
+	waiting chan struct{}
+}
+
+func newWaitCtx(ctx context.Context) *waitCtx {
+	return &waitCtx{Context: ctx, waiting: make(chan struct{})}
+}
+
+func (c *waitCtx) Done() <-chan struct{} {
+	c.once.Do(func() { close(c.waiting) })
+	return c.Context.Done()
+}
+
+// workDone returns the done channel of the creation under way for name.
+func workDone(t *testing.T, r *Registry, name string) <-chan struct{} {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.names[name]
+	if !ok {
+		t.Fatalf("no creation recorded for %q", name)
+	}
+	return e.done
+}
+
 // A client that gives up leaves the work running; its retry gets the ID
 // once, whether it arrives during the work or after it.
 func TestAbandonedResultGoesToRetry(t *testing.T) {
 	for _, retryDuring := range []bool{true, false} {
 		r := New("pod", time.Minute)
-		release := make(chan struct{})
+		started, release, finished := make(chan struct{}), make(chan struct{}), make(chan struct{})
 		var workCtxErr error
-		finished := make(chan struct{})
 		ctx, cancel := context.WithCancel(context.Background())
-		go func() { time.Sleep(10 * time.Millisecond); cancel() }()
+		// The client gives up while the work is blocked on release.
+		go func() { <-started; cancel() }()
 		_, err := r.Create(ctx, "n", "id1", func(wctx context.Context) error {
+			close(started)
 			<-release
 			workCtxErr = wctx.Err()
 			close(finished)
@@ -56,15 +88,35 @@ func TestAbandonedResultGoesToRetry(t *testing.T) {
 		if !errors.Is(err, context.Canceled) {
 			t.Fatalf("abandoned request: %v", err)
 		}
-		if !retryDuring {
-			close(release)
-			<-finished
-		} else {
-			go func() { time.Sleep(10 * time.Millisecond); close(release) }()
+		select {
+		case <-finished:
+			t.Fatal("the work ended before it was released")
+		default:
 		}
-		id, err := r.Create(context.Background(), "n", "id2", func(context.Context) error { t.Error("retry created a twin"); return nil })
-		if err != nil || id != "id1" {
-			t.Fatalf("retry (during=%v): %q %v", retryDuring, id, err)
+		done := workDone(t, r, "n")
+
+		retryCtx := newWaitCtx(context.Background())
+		type result struct {
+			id  string
+			err error
+		}
+		retried := make(chan result, 1)
+		retry := func() {
+			id, err := r.Create(retryCtx, "n", "id2", func(context.Context) error { t.Error("retry created a twin"); return nil })
+			retried <- result{id, err}
+		}
+		if retryDuring {
+			go retry()
+			<-retryCtx.waiting // the retry waits for the work, which is still blocked
+			close(release)
+		} else {
+			close(release)
+			<-done
+			retry()
+		}
+		res := <-retried
+		if res.err != nil || res.id != "id1" {
+			t.Fatalf("retry (during=%v): %q %v", retryDuring, res.id, res.err)
 		}
 		<-finished
 		if workCtxErr != nil {
@@ -82,15 +134,23 @@ func TestConcurrentSameName(t *testing.T) {
 	runs := 0
 	var wg sync.WaitGroup
 	results := make([]error, 8)
+	ctxs := make([]*waitCtx, len(results))
+	for i := range ctxs {
+		ctxs[i] = newWaitCtx(context.Background())
+	}
 	for i := range results {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, results[i] = r.Create(context.Background(), "n", "id", func(context.Context) error {
+			_, results[i] = r.Create(ctxs[i], "n", "id", func(context.Context) error {
 				mu.Lock()
 				runs++
 				mu.Unlock()
-				time.Sleep(5 * time.Millisecond)
+				// The work ends only once every request waits: all of
+				// them overlap it.
+				for _, c := range ctxs {
+					<-c.waiting
+				}
 				return nil
 			})
 		}()

@@ -115,7 +115,7 @@ func matches(f *runtime.PodSandboxFilter, s *runtime.PodSandbox) bool {
 	if f == nil {
 		return true
 	}
-	if f.GetId() != "" && !strings.HasPrefix(s.GetId(), f.GetId()) {
+	if f.GetId() != "" && s.GetId() != f.GetId() {
 		return false
 	}
 	if st := f.GetState(); st != nil && st.GetState() != s.GetState() {

@@ -20,36 +20,39 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crishim/crishim/image"
+	"github.com/crishim/crishim/integration/testenv"
 	"github.com/crishim/crishim/network"
 )
 
-// The real-stack test runs pods on the dev containerd named by
-// CRISHIM_TEST_CONTAINERD, in a containerd namespace and on a CNI bridge
-// and subnet of its own.
-const (
-	realNamespace = "dev-sandbox"
-	realBridge    = "hlpsb0"
-	realSubnet    = "10.222.0.0/24"
-	pauseRef      = "registry.k8s.io/pause:3.10"
-	registryDir   = "/work/shared/critest/certs.d"
-)
+// The real-stack tests run pods on a private containerd and registry
+// (testenv.Shared, set up by the first of them), in a containerd namespace
+// of their own and on the environment's CNI bridge and subnet, which
+// nothing else in this package uses.
+const realNamespace = "crishim-sandbox-test"
 
-// pulledPause provides the pause image by pulling it through the critest
-// registry mirror, standing in for the image service.
+// stack is the package's private containerd and registry.
+var stack testenv.Shared
+
+func TestMain(m *testing.M) { os.Exit(stack.Main(m)) }
+
+// pulledPause provides the pause image by pulling it from the test
+// registry, standing in for the image service.
 type pulledPause struct {
-	client *containerd.Client
-	mu     sync.Mutex
+	client   *containerd.Client
+	ref      string
+	hostsDir string
+	mu       sync.Mutex
 }
 
 func (p *pulledPause) EnsureSandboxImage(ctx context.Context, ref string) (*image.Local, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if ref == "" {
-		ref = pauseRef
+		ref = p.ref
 	}
 	img, err := p.client.GetImage(ctx, ref)
 	if errdefs.IsNotFound(err) {
-		hosts := config.ConfigureHosts(ctx, config.HostOptions{HostDir: config.HostDirFromRoot(registryDir)})
+		hosts := config.ConfigureHosts(ctx, config.HostOptions{HostDir: config.HostDirFromRoot(p.hostsDir)})
 		img, err = p.client.Pull(ctx, ref, containerd.WithPullUnpack,
 			containerd.WithResolver(docker.NewResolver(docker.ResolverOptions{Hosts: hosts})))
 	}
@@ -60,6 +63,8 @@ func (p *pulledPause) EnsureSandboxImage(ctx context.Context, ref string) (*imag
 }
 
 type realEnv struct {
+	stack    *testenv.Env
+	subnet   *net.IPNet
 	m        *Manager
 	client   *containerd.Client
 	allocDir string
@@ -70,17 +75,18 @@ type realEnv struct {
 
 func setupReal(t *testing.T, extraPlugin string) *realEnv {
 	t.Helper()
-	sock := os.Getenv("CRISHIM_TEST_CONTAINERD")
-	if sock == "" || os.Geteuid() != 0 {
-		t.Skip("real-stack test: set CRISHIM_TEST_CONTAINERD to a containerd socket and run as root")
+	stk := stack.Env(t)
+	if err := stk.PushPauseImage(); err != nil {
+		t.Fatal(err)
 	}
-	client, err := containerd.New(sock, containerd.WithDefaultNamespace(realNamespace))
+	client, err := containerd.New(stk.Containerd.Address, containerd.WithDefaultNamespace(realNamespace))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { client.Close() })
 
 	name := fmt.Sprintf("hlpsb-sandbox-%d", os.Getpid())
+	realBridge, realSubnet := stk.Network.Bridge, stk.Network.Subnet.String()
 	t.Cleanup(func() {
 		exec.Command("ip", "link", "del", realBridge).Run()
 		os.RemoveAll(filepath.Join("/var/lib/cni/networks", name))
@@ -101,14 +107,14 @@ func setupReal(t *testing.T, extraPlugin string) *realEnv {
 	cfg := Config{
 		Root:         t.TempDir(),
 		State:        t.TempDir(),
-		SandboxImage: pauseRef,
+		SandboxImage: stk.PauseImage,
 		CgroupDriver: "cgroupfs",
 		Snapshotter:  "overlayfs",
 		Runtime:      runcV2,
 	}
 	m := New(client, nil, nm, cfg)
-	m.images = &pulledPause{client: client}
-	env := &realEnv{m: m, client: client, allocDir: filepath.Join("/var/lib/cni/networks", name), netnsDir: netnsDir, cfg: cfg, net: nm}
+	m.images = &pulledPause{client: client, ref: stk.PauseImage, hostsDir: stk.RegistryConfigDir}
+	env := &realEnv{stack: stk, subnet: stk.Network.Subnet, m: m, client: client, allocDir: filepath.Join("/var/lib/cni/networks", name), netnsDir: netnsDir, cfg: cfg, net: nm}
 	// Whatever a failing test leaves behind goes with it.
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -206,8 +212,7 @@ func TestRealPodLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, subnet, _ := net.ParseCIDR(realSubnet)
-	if !s.Ready || !subnet.Contains(net.ParseIP(s.IP)) || s.PausePID == 0 {
+	if !s.Ready || !e.subnet.Contains(net.ParseIP(s.IP)) || s.PausePID == 0 {
 		t.Fatalf("sandbox after Run = %+v", s)
 	}
 	if got := e.allocations(t); len(got) != 1 || got[0] != s.IP {
@@ -460,10 +465,7 @@ func TestRealFailedNetworkLeavesNothing(t *testing.T) {
 func TestRealPodWithImageService(t *testing.T) {
 	e := setupReal(t, "")
 	ctx := context.Background()
-	images := image.New(e.client, image.Config{RegistryConfigDir: registryDir, Snapshotter: "overlayfs", Root: t.TempDir()})
-	if _, err := images.EnsureSandboxImage(ctx, ""); errors.Is(err, errdefs.ErrNotImplemented) {
-		t.Skip("image service has no sandbox image support yet")
-	}
+	images := image.New(e.client, image.Config{RegistryConfigDir: e.stack.RegistryConfigDir, Snapshotter: "overlayfs", Root: t.TempDir()})
 	cfg := e.cfg
 	cfg.SandboxImage = ""
 	m := New(e.client, images, e.net, cfg)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/namespaces"
 	"github.com/sirupsen/logrus"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -182,14 +183,30 @@ func (m *Manager) shmPathFor(id string, cfg *runtime.PodSandboxConfig) string {
 	return filepath.Join(m.stateDir(id), "shm")
 }
 
-// lookup resolves an ID or unique ID prefix to a published pod.
+// ResolveID returns the full ID of the pod that id names, as its full ID or
+// a unique prefix of it (see idprefix). The server resolves every ID a
+// client sends here, once, so the rest of this package takes full IDs only.
+func (m *Manager) ResolveID(id string) (string, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	p, err := idprefix.Resolve(m.pods, id, "sandbox")
+	if err != nil {
+		return "", err
+	}
+	return p.id, nil
+}
+
+// lookup finds a published pod by its full ID.
 func (m *Manager) lookup(id string) (*pod, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return idprefix.Resolve(m.pods, id, "sandbox")
+	if p, ok := m.pods[id]; ok {
+		return p, nil
+	}
+	return nil, fmt.Errorf("sandbox %s: %w", id, errdefs.ErrNotFound)
 }
 
-// Get resolves a sandbox by ID or unique ID prefix; errdefs.ErrNotFound when absent.
+// Get returns a copy of the sandbox with full ID id; errdefs.ErrNotFound when absent.
 func (m *Manager) Get(id string) (*Sandbox, error) {
 	p, err := m.lookup(id)
 	if err != nil {

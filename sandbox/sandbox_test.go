@@ -150,7 +150,7 @@ func testPod(id, name string, ready bool, created time.Time) *pod {
 		ip: "10.0.0.1", extraIPs: []string{"fd00::1"}, netnsPath: "/run/netns/x", dir: "/root/" + id}
 }
 
-func TestListFiltersByIDPrefixStateAndLabels(t *testing.T) {
+func TestListFiltersByIDStateAndLabels(t *testing.T) {
 	now := time.Now()
 	m := withPods(
 		testPod("aaa111", "web", true, now),
@@ -163,10 +163,13 @@ func TestListFiltersByIDPrefixStateAndLabels(t *testing.T) {
 		want   string
 	}{
 		{nil, "aaa111,aab222,bbb333"},
-		{&runtime.PodSandboxFilter{Id: "aa"}, "aaa111,aab222"},
+		{&runtime.PodSandboxFilter{Id: "aab222"}, "aab222"},
+		// Filters take full IDs: the server resolves prefixes.
+		{&runtime.PodSandboxFilter{Id: "aa"}, ""},
 		{&runtime.PodSandboxFilter{State: ready}, "aaa111,bbb333"},
 		{&runtime.PodSandboxFilter{LabelSelector: map[string]string{"app": "web"}}, "aaa111"},
-		{&runtime.PodSandboxFilter{Id: "aa", State: ready}, "aaa111"},
+		{&runtime.PodSandboxFilter{Id: "aaa111", State: ready}, "aaa111"},
+		{&runtime.PodSandboxFilter{Id: "aab222", State: ready}, ""},
 		{&runtime.PodSandboxFilter{LabelSelector: map[string]string{"app": "none"}}, ""},
 	} {
 		list, err := m.List(context.Background(), tc.filter)
@@ -183,17 +186,24 @@ func TestListFiltersByIDPrefixStateAndLabels(t *testing.T) {
 	}
 }
 
-func TestGetResolvesPrefixAndReturnsCopy(t *testing.T) {
+func TestResolveIDAndGetReturnsCopy(t *testing.T) {
 	m := withPods(testPod("aaa111", "web", true, time.Now()), testPod("aab222", "db", true, time.Now()))
-	if _, err := m.Get("aa"); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, err := m.ResolveID("aa"); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("ambiguous prefix: err = %v", err)
 	}
-	if _, err := m.Get("zzz"); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := m.ResolveID("zzz"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("unknown id: err = %v", err)
 	}
-	s, err := m.Get("aab")
+	if id, err := m.ResolveID("aab"); err != nil || id != "aab222" {
+		t.Errorf("ResolveID(aab) = %q, %v", id, err)
+	}
+	// Past the server, IDs are full: a prefix names nothing.
+	if _, err := m.Get("aab"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("Get of a prefix: err = %v, want not found", err)
+	}
+	s, err := m.Get("aab222")
 	if err != nil || s.ID != "aab222" {
-		t.Fatalf("Get(aab) = %+v, %v", s, err)
+		t.Fatalf("Get(aab222) = %+v, %v", s, err)
 	}
 	s.Config.Metadata.Name = "changed"
 	s.AdditionalIPs[0] = "changed"
@@ -232,7 +242,7 @@ func TestStatusFromMemory(t *testing.T) {
 	m.mu.Lock()
 	p.ready, p.stopped = false, true
 	m.mu.Unlock()
-	st, info, _ = m.Status(context.Background(), "aaa", false)
+	st, info, _ = m.Status(context.Background(), "aaa111", false)
 	if st.State != runtime.PodSandboxState_SANDBOX_NOTREADY || st.Network.Ip != "" || info != nil {
 		t.Errorf("stopped pod status = %v, info %v", st, info)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	tasks "github.com/containerd/containerd/api/services/tasks/v1"
@@ -25,7 +24,7 @@ func (m *Manager) StatsIDs(filter *runtime.PodSandboxStatsFilter) []string {
 		if !p.ready {
 			continue
 		}
-		if f := filter.GetId(); f != "" && !strings.HasPrefix(p.id, f) {
+		if f := filter.GetId(); f != "" && p.id != f {
 			continue
 		}
 		ok := true

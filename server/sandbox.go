@@ -22,9 +22,9 @@ func (s *Server) RunPodSandbox(ctx context.Context, req *runtime.RunPodSandboxRe
 // StopPodSandbox stops the pod's containers, then its pause container and
 // network. Stopping an absent pod succeeds, as the CRI requires.
 func (s *Server) StopPodSandbox(ctx context.Context, req *runtime.StopPodSandboxRequest) (*runtime.StopPodSandboxResponse, error) {
-	id := req.GetPodSandboxId()
-	if id == "" {
-		return nil, invalid("pod sandbox id is required")
+	id, err := s.podIDToClean(req.GetPodSandboxId())
+	if err != nil {
+		return nil, err
 	}
 	if err := s.containers.StopPod(ctx, id); err != nil {
 		return nil, err
@@ -37,9 +37,9 @@ func (s *Server) StopPodSandbox(ctx context.Context, req *runtime.StopPodSandbox
 
 // RemovePodSandbox removes the pod's containers and then the pod itself.
 func (s *Server) RemovePodSandbox(ctx context.Context, req *runtime.RemovePodSandboxRequest) (*runtime.RemovePodSandboxResponse, error) {
-	id := req.GetPodSandboxId()
-	if id == "" {
-		return nil, invalid("pod sandbox id is required")
+	id, err := s.podIDToClean(req.GetPodSandboxId())
+	if err != nil {
+		return nil, err
 	}
 	if err := s.containers.RemovePod(ctx, id); err != nil {
 		return nil, err
@@ -52,9 +52,9 @@ func (s *Server) RemovePodSandbox(ctx context.Context, req *runtime.RemovePodSan
 
 // PodSandboxStatus reports one pod.
 func (s *Server) PodSandboxStatus(ctx context.Context, req *runtime.PodSandboxStatusRequest) (*runtime.PodSandboxStatusResponse, error) {
-	id := req.GetPodSandboxId()
-	if id == "" {
-		return nil, invalid("pod sandbox id is required")
+	id, err := s.podID(req.GetPodSandboxId())
+	if err != nil {
+		return nil, err
 	}
 	st, info, err := s.sandboxes.Status(ctx, id, req.GetVerbose())
 	if err != nil {
@@ -72,7 +72,7 @@ func (s *Server) PodSandboxStatus(ctx context.Context, req *runtime.PodSandboxSt
 
 // ListPodSandbox lists pods matching the filter.
 func (s *Server) ListPodSandbox(ctx context.Context, req *runtime.ListPodSandboxRequest) (*runtime.ListPodSandboxResponse, error) {
-	items, err := s.sandboxes.List(ctx, req.GetFilter())
+	items, err := s.sandboxes.List(ctx, s.podFilter(req.GetFilter()))
 	if err != nil {
 		return nil, err
 	}

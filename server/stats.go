@@ -11,10 +11,11 @@ import (
 
 // ContainerStats reports one container's resource usage.
 func (s *Server) ContainerStats(ctx context.Context, req *runtime.ContainerStatsRequest) (*runtime.ContainerStatsResponse, error) {
-	if req.GetContainerId() == "" {
-		return nil, invalid("container id is required")
+	id, err := s.containerID(req.GetContainerId())
+	if err != nil {
+		return nil, err
 	}
-	st, err := s.containers.Stats(ctx, req.GetContainerId())
+	st, err := s.containers.Stats(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -23,7 +24,7 @@ func (s *Server) ContainerStats(ctx context.Context, req *runtime.ContainerStats
 
 // ListContainerStats reports the running containers matching the filter.
 func (s *Server) ListContainerStats(ctx context.Context, req *runtime.ListContainerStatsRequest) (*runtime.ListContainerStatsResponse, error) {
-	list, err := s.containers.ListStats(ctx, req.GetFilter())
+	list, err := s.containers.ListStats(ctx, s.containerStatsFilter(req.GetFilter()))
 	if err != nil {
 		return nil, err
 	}
@@ -33,14 +34,11 @@ func (s *Server) ListContainerStats(ctx context.Context, req *runtime.ListContai
 // PodSandboxStats reports one pod: the sum over its containers and its
 // network.
 func (s *Server) PodSandboxStats(ctx context.Context, req *runtime.PodSandboxStatsRequest) (*runtime.PodSandboxStatsResponse, error) {
-	if req.GetPodSandboxId() == "" {
-		return nil, invalid("pod sandbox id is required")
-	}
-	sb, err := s.sandboxes.Get(req.GetPodSandboxId())
+	id, err := s.podID(req.GetPodSandboxId())
 	if err != nil {
 		return nil, err
 	}
-	st, err := s.podStats(ctx, sb.ID)
+	st, err := s.podStats(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -58,7 +56,7 @@ func (s *Server) podStats(ctx context.Context, id string) (*runtime.PodSandboxSt
 // ListPodSandboxStats reports the ready pods matching the filter. A pod
 // that goes away while it is measured is left out, not an error.
 func (s *Server) ListPodSandboxStats(ctx context.Context, req *runtime.ListPodSandboxStatsRequest) (*runtime.ListPodSandboxStatsResponse, error) {
-	list, err := s.listPodStats(ctx, req.GetFilter())
+	list, err := s.listPodStats(ctx, s.podStatsFilter(req.GetFilter()))
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +111,7 @@ func (s *Server) podMetrics(ctx context.Context) ([]*runtime.PodSandboxMetrics, 
 
 // StreamPodSandboxes sends ListPodSandbox's result.
 func (s *Server) StreamPodSandboxes(req *runtime.StreamPodSandboxesRequest, stream runtime.RuntimeService_StreamPodSandboxesServer) error {
-	items, err := s.sandboxes.List(stream.Context(), req.GetFilter())
+	items, err := s.sandboxes.List(stream.Context(), s.podFilter(req.GetFilter()))
 	if err != nil {
 		return err
 	}
@@ -122,7 +120,7 @@ func (s *Server) StreamPodSandboxes(req *runtime.StreamPodSandboxesRequest, stre
 
 // StreamContainers sends ListContainers' result.
 func (s *Server) StreamContainers(req *runtime.StreamContainersRequest, stream runtime.RuntimeService_StreamContainersServer) error {
-	items, err := s.containers.List(stream.Context(), req.GetFilter())
+	items, err := s.containers.List(stream.Context(), s.containerFilter(req.GetFilter()))
 	if err != nil {
 		return err
 	}
@@ -131,7 +129,7 @@ func (s *Server) StreamContainers(req *runtime.StreamContainersRequest, stream r
 
 // StreamContainerStats sends ListContainerStats' result.
 func (s *Server) StreamContainerStats(req *runtime.StreamContainerStatsRequest, stream runtime.RuntimeService_StreamContainerStatsServer) error {
-	items, err := s.containers.ListStats(stream.Context(), req.GetFilter())
+	items, err := s.containers.ListStats(stream.Context(), s.containerStatsFilter(req.GetFilter()))
 	if err != nil {
 		return err
 	}
@@ -140,7 +138,7 @@ func (s *Server) StreamContainerStats(req *runtime.StreamContainerStatsRequest, 
 
 // StreamPodSandboxStats sends ListPodSandboxStats' result.
 func (s *Server) StreamPodSandboxStats(req *runtime.StreamPodSandboxStatsRequest, stream runtime.RuntimeService_StreamPodSandboxStatsServer) error {
-	items, err := s.listPodStats(stream.Context(), req.GetFilter())
+	items, err := s.listPodStats(stream.Context(), s.podStatsFilter(req.GetFilter()))
 	if err != nil {
 		return err
 	}

@@ -154,10 +154,7 @@ func streams(ctx context.Context, in io.Reader, out, errOut io.WriteCloser, tty 
 
 // Exec returns the URL of an interactive exec session in a running container.
 func (s *Server) Exec(ctx context.Context, req *runtime.ExecRequest) (*runtime.ExecResponse, error) {
-	switch {
-	case req.GetContainerId() == "":
-		return nil, invalid("container id is required")
-	case len(req.GetCmd()) == 0:
+	if len(req.GetCmd()) == 0 {
 		return nil, invalid("command is required")
 	}
 	id, err := s.runningContainer(ctx, req.GetContainerId())
@@ -171,9 +168,6 @@ func (s *Server) Exec(ctx context.Context, req *runtime.ExecRequest) (*runtime.E
 
 // Attach returns the URL of a session attached to a running container.
 func (s *Server) Attach(ctx context.Context, req *runtime.AttachRequest) (*runtime.AttachResponse, error) {
-	if req.GetContainerId() == "" {
-		return nil, invalid("container id is required")
-	}
 	id, err := s.runningContainer(ctx, req.GetContainerId())
 	if err != nil {
 		return nil, err
@@ -185,15 +179,16 @@ func (s *Server) Attach(ctx context.Context, req *runtime.AttachRequest) (*runti
 
 // PortForward returns the URL of a port-forward session into a ready pod.
 func (s *Server) PortForward(ctx context.Context, req *runtime.PortForwardRequest) (*runtime.PortForwardResponse, error) {
-	if req.GetPodSandboxId() == "" {
-		return nil, invalid("pod sandbox id is required")
-	}
 	for _, p := range req.GetPort() {
 		if p <= 0 || p > 65535 {
 			return nil, invalid("port %d out of range", p)
 		}
 	}
-	sb, err := s.sandboxes.Get(req.GetPodSandboxId())
+	id, err := s.podID(req.GetPodSandboxId())
+	if err != nil {
+		return nil, err
+	}
+	sb, err := s.sandboxes.Get(id)
 	if err != nil {
 		return nil, err
 	}
@@ -207,6 +202,10 @@ func (s *Server) PortForward(ctx context.Context, req *runtime.PortForwardReques
 
 // runningContainer resolves id (or a unique prefix) to a running container's ID.
 func (s *Server) runningContainer(ctx context.Context, id string) (string, error) {
+	id, err := s.containerID(id)
+	if err != nil {
+		return "", err
+	}
 	st, _, err := s.containers.Status(ctx, id, false)
 	if err != nil {
 		return "", err

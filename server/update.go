@@ -9,10 +9,11 @@ import (
 
 // UpdateContainerResources changes a container's cgroup limits.
 func (s *Server) UpdateContainerResources(ctx context.Context, req *runtime.UpdateContainerResourcesRequest) (*runtime.UpdateContainerResourcesResponse, error) {
-	if req.GetContainerId() == "" {
-		return nil, invalid("container id is required")
+	id, err := s.containerID(req.GetContainerId())
+	if err != nil {
+		return nil, err
 	}
-	if err := s.containers.UpdateResources(ctx, req.GetContainerId(), req.GetLinux()); err != nil {
+	if err := s.containers.UpdateResources(ctx, id, req.GetLinux()); err != nil {
 		return nil, err
 	}
 	return &runtime.UpdateContainerResourcesResponse{}, nil
@@ -24,10 +25,11 @@ func (s *Server) UpdateContainerResources(ctx context.Context, req *runtime.Upda
 // it, and each container's own limits come with
 // UpdateContainerResources. So the request is checked and logged only.
 func (s *Server) UpdatePodSandboxResources(ctx context.Context, req *runtime.UpdatePodSandboxResourcesRequest) (*runtime.UpdatePodSandboxResourcesResponse, error) {
-	if req.GetPodSandboxId() == "" {
-		return nil, invalid("pod sandbox id is required")
+	id, err := s.podID(req.GetPodSandboxId())
+	if err != nil {
+		return nil, err
 	}
-	sb, err := s.sandboxes.Get(req.GetPodSandboxId())
+	sb, err := s.sandboxes.Get(id)
 	if err != nil {
 		return nil, err
 	}
@@ -43,10 +45,11 @@ func (s *Server) UpdatePodSandboxResources(ctx context.Context, req *runtime.Upd
 // ReopenContainerLog starts a new log file at the container's log path
 // after the kubelet rotated the old one.
 func (s *Server) ReopenContainerLog(ctx context.Context, req *runtime.ReopenContainerLogRequest) (*runtime.ReopenContainerLogResponse, error) {
-	if req.GetContainerId() == "" {
-		return nil, invalid("container id is required")
+	id, err := s.containerID(req.GetContainerId())
+	if err != nil {
+		return nil, err
 	}
-	if err := s.containers.ReopenLog(ctx, req.GetContainerId()); err != nil {
+	if err := s.containers.ReopenLog(ctx, id); err != nil {
 		return nil, err
 	}
 	return &runtime.ReopenContainerLogResponse{}, nil

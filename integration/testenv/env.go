@@ -53,6 +53,8 @@ type Env struct {
 
 	race bool
 
+	pauseMu sync.Mutex
+
 	crishimOnce sync.Once
 	crishim     *Crishim
 	crishimErr  error
@@ -145,17 +147,9 @@ func (e *Env) startCrishim() (*Crishim, error) {
 	if err := BuildCrishim(e.RepoRoot, bin, e.race); err != nil {
 		return nil, err
 	}
-	pause, err := PauseImage(filepath.Join(e.RepoRoot, PauseBinary))
-	if err != nil {
+	if err := e.PushPauseImage(); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := e.Registry.Push(ctx, "crishim/pause", "it", pause); err != nil {
-		return nil, err
-	}
-	e.PauseImage, e.PauseImageID = e.Registry.Host+"/crishim/pause:it", pause.ID()
-
 	for _, d := range []string{e.CrishimRoot, e.CrishimState} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, err
@@ -172,6 +166,31 @@ func (e *Env) startCrishim() (*Crishim, error) {
 		RegistryConfigDir:   e.RegistryConfigDir,
 		LogPath:             filepath.Join(e.LogDir, "crishim.log"),
 	})
+}
+
+// PushPauseImage pushes an image of the built pause program (make pause)
+// to the registry and sets PauseImage and PauseImageID; once is enough.
+func (e *Env) PushPauseImage() error {
+	e.pauseMu.Lock()
+	defer e.pauseMu.Unlock()
+	if e.PauseImage != "" {
+		return nil
+	}
+	bin, err := BuildPause(e.RepoRoot)
+	if err != nil {
+		return err
+	}
+	pause, err := PauseImage(bin)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := e.Registry.Push(ctx, "crishim/pause", "it", pause); err != nil {
+		return err
+	}
+	e.PauseImage, e.PauseImageID = e.Registry.Host+"/crishim/pause:it", pause.ID()
+	return nil
 }
 
 // CrishimLog is the path of crishim's log.
