@@ -3,13 +3,16 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/namespaces"
 	"google.golang.org/grpc/codes"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -18,6 +21,40 @@ import (
 
 // The fault tests kill parts of the stack under running pods, so none of
 // them is parallel: they have containerd and crishim to themselves.
+
+// taskPIDs maps each task in crishim's namespace to its process ID,
+// straight from containerd.
+func taskPIDs(t *testing.T) map[string]uint32 {
+	t.Helper()
+	client, err := env.Containerd.Client(testenv.Namespace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), testenv.Namespace), 30*time.Second)
+	defer cancel()
+	resp, err := client.TaskService().List(ctx, nil)
+	if err != nil {
+		t.Fatalf("list tasks: %v", err)
+	}
+	out := map[string]uint32{}
+	for _, task := range resp.Tasks {
+		out[task.ID] = task.Pid
+	}
+	return out
+}
+
+// processAlive reports whether pid runs (and is not a zombie).
+func processAlive(pid uint32) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the command name, which is in parentheses.
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
 
 // waitNoLeaks polls until assertNoLeaks would pass, and fails the test
 // with what is left when timeout passes first; it reports which.
@@ -53,6 +90,102 @@ func (c *client) waitPodState(id string, state runtime.PodSandboxState, timeout 
 			t.Fatalf("pod %s is %v after %s, want %v", id, st.State, timeout, state)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestShimKilled kills the shim of a running pod with SIGKILL. Its
+// containers must report EXITED with a reason and an exit code, the pod
+// NOTREADY; no process of the pod may survive; StopPodSandbox and
+// RemovePodSandbox must then succeed and leave nothing: no netns, IP,
+// mount, shim, containerd container, task or snapshot, and nothing of
+// crishim's. Another pod is not disturbed.
+func TestShimKilled(t *testing.T) {
+	c := newClient(t)
+	assertNoLeaks(t, "before the test")
+
+	bystander := podConfig(t, "shimbystander")
+	bystanderID := c.runPod(bystander)
+	bystanderCtr := c.startContainer(bystanderID, bystander, containerConfig("idle", env.BusyboxImage, idleCmd...))
+
+	pod := podConfig(t, "shimkill")
+	podID := c.runPod(pod)
+	ctrIDs := []string{
+		c.startContainer(podID, pod, containerConfig("ticker", env.BusyboxImage, tickerCmd...)),
+		c.startContainer(podID, pod, containerConfig("idle", env.BusyboxImage, idleCmd...)),
+	}
+	ip := c.podStatus(podID).GetNetwork().GetIp()
+	if ips, err := env.Network.IPAllocations(); err != nil || !contains(ips, ip) {
+		t.Fatalf("host-local allocations %v (%v) lack the pod IP %s", ips, err, ip)
+	}
+	shims := env.Containerd.ShimOf(podID)
+	if len(shims) != 1 {
+		t.Fatalf("shims started for pod %s: %v, want one", podID[:12], shims)
+	}
+	pids := taskPIDs(t)
+	var podPIDs []uint32
+	for _, id := range append([]string{podID}, ctrIDs...) {
+		if pids[id] == 0 || !processAlive(pids[id]) {
+			t.Fatalf("task %s has no live process (pid %d)", id[:12], pids[id])
+		}
+		podPIDs = append(podPIDs, pids[id])
+	}
+
+	killed := time.Now()
+	if err := syscall.Kill(shims[0], syscall.SIGKILL); err != nil {
+		t.Fatalf("kill shim %d: %v", shims[0], err)
+	}
+	for _, id := range ctrIDs {
+		st := c.waitContainerState(id, runtime.ContainerState_CONTAINER_EXITED, 30*time.Second)
+		if st.Reason == "" || st.ExitCode == 0 || !strings.Contains(st.Message, "shim") {
+			t.Errorf("container %s after its shim was killed: reason %q exit code %d message %q, want a reason, a non-zero code and a message blaming the shim",
+				st.Metadata.Name, st.Reason, st.ExitCode, st.Message)
+		}
+		if fin := time.Unix(0, st.FinishedAt); fin.Before(killed.Add(-time.Second)) || fin.After(time.Now()) {
+			t.Errorf("container %s finished at %s, the shim was killed at %s", st.Metadata.Name, fin, killed)
+		}
+		t.Logf("container %s: EXITED, reason %q, exit code %d, message %q", st.Metadata.Name, st.Reason, st.ExitCode, st.Message)
+	}
+	c.waitPodState(podID, runtime.PodSandboxState_SANDBOX_NOTREADY, 30*time.Second)
+	t.Logf("pod NOTREADY and its containers EXITED %s after the shim was killed", time.Since(killed).Round(time.Millisecond))
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		var alive []uint32
+		for _, pid := range podPIDs {
+			if processAlive(pid) {
+				alive = append(alive, pid)
+			}
+		}
+		if len(alive) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("processes %v of the pod still run 30s after its shim was killed", alive)
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	if _, err := c.rt.StopPodSandbox(rpcCtx(t), &runtime.StopPodSandboxRequest{PodSandboxId: podID}); err != nil {
+		t.Fatalf("StopPodSandbox after the shim was killed: %v", err)
+	}
+	if ips, err := env.Network.IPAllocations(); err != nil || contains(ips, ip) {
+		t.Errorf("IP %s still allocated after StopPodSandbox (%v, %v)", ip, ips, err)
+	}
+	if _, err := c.rt.RemovePodSandbox(rpcCtx(t), &runtime.RemovePodSandboxRequest{PodSandboxId: podID}); err != nil {
+		t.Fatalf("RemovePodSandbox after the shim was killed: %v", err)
+	}
+	c.assertPodGone(podID, ctrIDs)
+
+	// The other pod still runs, with its own shim.
+	if st := c.podStatus(bystanderID); st.State != runtime.PodSandboxState_SANDBOX_READY {
+		t.Errorf("the other pod is %v", st.State)
+	}
+	if res := c.execSync(bystanderCtr, 20, "echo", "ok"); string(res.Stdout) != "ok\n" {
+		t.Errorf("exec in the other pod: %q", res.Stdout)
+	}
+	c.removePod(bystanderID)
+	assertNoLeaks(t, "after removing the pods")
+	if shims := env.Containerd.Shims(); len(shims) > 0 {
+		t.Errorf("shims still run: %v", shims)
 	}
 }
 

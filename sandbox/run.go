@@ -381,6 +381,8 @@ func (m *Manager) watch(p *pod) {
 	log := m.logger(p.id)
 	if st, ok := lifecycle.AwaitExit(m.withNS(context.Background()), m.client, p.id, log); ok {
 		log.WithField("exit_code", st.ExitCode()).Info("pause container exited")
+	} else {
+		log.Warn("pause task gone without an exit status; its shim died or containerd lost it")
 	}
 	m.mu.Lock()
 	p.ready = false
