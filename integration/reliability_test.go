@@ -227,7 +227,8 @@ func TestContainerdKilled(t *testing.T) {
 
 // testContainerdRestart runs n pods, each with a ticker (pod 0 also with a
 // waiter released while containerd is down), takes containerd down and up
-// again with restart, and then checks that nothing changed but the
+// again with restart, checks that crishim lists and reports them all
+// unchanged while containerd is down, and then that nothing changed but the
 // waiter's exit, that the tickers' output went on without a gap or a
 // repeat, that exec and new pods work, and that every pod then stops and
 // goes without leaving anything behind.
@@ -304,6 +305,16 @@ func testContainerdRestart(t *testing.T, n int, restart func(during func() error
 				return errors.New("RuntimeReady still true 15s after containerd stopped")
 			}
 			time.Sleep(100 * time.Millisecond)
+		}
+		// crishim keeps serving what it knows while containerd is away.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		downPods, downCtrs, err := c.views(ctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("listing pods and containers while containerd is down: %w", err)
+		}
+		if diffs := diffViews(beforePods, beforeCtrs, downPods, downCtrs, nil); len(diffs) > 0 {
+			return fmt.Errorf("while containerd is down, %d differences:\n%s", len(diffs), strings.Join(diffs, "\n"))
 		}
 		// The waiter exits now, with containerd away.
 		if err := os.WriteFile(filepath.Join(signal, "go"), nil, 0o644); err != nil {
