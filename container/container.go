@@ -70,6 +70,8 @@ const (
 
 	// exitCodeUnknown is reported when crishim could not see an exit.
 	exitCodeUnknown = 255
+	// msgTaskLost explains an exit whose status containerd lost.
+	msgTaskLost = "the container's task disappeared without an exit status: its shim died or containerd lost it"
 	// exitCodeStartError mirrors what runtimes report for a process that
 	// never ran.
 	exitCodeStartError = 128
@@ -566,12 +568,17 @@ func (m *Manager) monitor(e *entry, task containerd.Task, started *crishimpb.Con
 	log := m.log().WithFields(logrus.Fields{"pod": e.rec.SandboxId, "container": e.id})
 	ctx := m.nsCtx(context.Background())
 	code, exitedAt := uint32(exitCodeUnknown), time.Time{}
-	reason := ReasonUnknown
+	reason, message := ReasonUnknown, ""
 	if st, ok := lifecycle.AwaitExit(ctx, m.client, e.id, log); ok {
 		code, exitedAt = st.ExitCode(), st.ExitTime()
 		reason = m.exitReasonOf(e, code)
+	} else {
+		// Nobody but crishim deletes its tasks: containerd did, cleaning
+		// up after a shim that died, and the exit status went with it.
+		message = msgTaskLost
+		log.Warn("task gone without an exit status; its shim died or containerd lost it")
 	}
-	m.finishExit(ctx, e, task, code, exitedAt, reason, "")
+	m.finishExit(ctx, e, task, code, exitedAt, reason, message)
 	log.WithFields(logrus.Fields{"exit": code, "reason": reason}).Info("container exited")
 }
 

@@ -408,6 +408,53 @@ func assertNoLeaks(t *testing.T, when string) {
 	}
 }
 
+// crishimFilesOf lists what crishim keeps on disk for pod or container id
+// that still exists.
+func crishimFilesOf(id string) []string {
+	var out []string
+	for _, dir := range []string{
+		filepath.Join(env.CrishimRoot, "sandboxes", id),
+		filepath.Join(env.CrishimState, "sandboxes", id),
+		filepath.Join(env.CrishimRoot, "containers", id),
+		filepath.Join(env.CrishimState, "containers", id),
+	} {
+		if _, err := os.Stat(dir); err == nil {
+			out = append(out, dir)
+		}
+	}
+	return out
+}
+
+// assertPodGone fails the test when crishim still lists pod podID or any
+// of ctrIDs, or keeps files for them.
+func (c *client) assertPodGone(podID string, ctrIDs []string) {
+	t := c.t
+	t.Helper()
+	pods, err := c.rt.ListPodSandbox(rpcCtx(t), &runtime.ListPodSandboxRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods.Items {
+		if p.Id == podID {
+			t.Errorf("pod %s still listed (%v) after RemovePodSandbox", podID[:12], p.State)
+		}
+	}
+	ctrs, err := c.rt.ListContainers(rpcCtx(t), &runtime.ListContainersRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ct := range ctrs.Containers {
+		if ct.PodSandboxId == podID || contains(ctrIDs, ct.Id) {
+			t.Errorf("container %s of pod %s still listed (%v) after RemovePodSandbox", ct.Id[:12], podID[:12], ct.State)
+		}
+	}
+	for _, id := range append([]string{podID}, ctrIDs...) {
+		if files := crishimFilesOf(id); len(files) > 0 {
+			t.Errorf("crishim's files for %s left: %v", id[:12], files)
+		}
+	}
+}
+
 // podConfigNoT is podConfig for worker goroutines.
 func podConfigNoT(name string) *runtime.PodSandboxConfig {
 	uid := randomSuffix()

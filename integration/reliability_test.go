@@ -216,9 +216,26 @@ func TestRestartKeepsPods(t *testing.T) {
 // its own, keeps every pod and container, and records the exit a container
 // made while containerd was down with its real code.
 func TestContainerdRestart(t *testing.T) {
+	testContainerdRestart(t, 4, env.Containerd.Restart)
+}
+
+// TestContainerdKilled is TestContainerdRestart with SIGKILL under 10 pods:
+// containerd cannot close its connections or flush anything first.
+func TestContainerdKilled(t *testing.T) {
+	testContainerdRestart(t, 10, env.Containerd.Crash)
+}
+
+// testContainerdRestart runs n pods, each with a ticker (pod 0 also with a
+// waiter released while containerd is down), takes containerd down and up
+// again with restart, checks that crishim lists and reports them all
+// unchanged while containerd is down, and then that nothing changed but the
+// waiter's exit, that the tickers' output went on without a gap or a
+// repeat, that exec and new pods work, and that every pod then stops and
+// goes without leaving anything behind.
+func testContainerdRestart(t *testing.T, n int, restart func(during func() error) error) {
 	c := newClient(t)
 	c.trackConns()
-	const n = 4
+	assertNoLeaks(t, "before the test")
 	pods := make([]*runtime.PodSandboxConfig, n)
 	podIDs := make([]string, n)
 	ctrIDs := make([][]string, n)
@@ -251,6 +268,12 @@ func TestContainerdRestart(t *testing.T) {
 	}
 	waiter := ctrIDs[0][1]
 	shims := len(env.Containerd.Shims())
+	tickerLog := func(i int) string { return filepath.Join(pods[i].LogDirectory, "ticker.log") }
+	lastTick := make([]int, n)
+	for i := range pods {
+		waitLog(t, tickerLog(i), 30*time.Second, func(l map[string][]string) bool { return len(l["stdout"]) >= 3 })
+		lastTick[i] = readTicks(t, tickerLog(i)).last
+	}
 
 	runtimeReady := func() (bool, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -267,7 +290,7 @@ func TestContainerdRestart(t *testing.T) {
 		return false, errors.New("no RuntimeReady condition")
 	}
 	var downFor time.Duration
-	err = env.Containerd.Restart(func() error {
+	err = restart(func() error {
 		stopped := time.Now()
 		deadline := stopped.Add(15 * time.Second)
 		for {
@@ -282,6 +305,16 @@ func TestContainerdRestart(t *testing.T) {
 				return errors.New("RuntimeReady still true 15s after containerd stopped")
 			}
 			time.Sleep(100 * time.Millisecond)
+		}
+		// crishim keeps serving what it knows while containerd is away.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		downPods, downCtrs, err := c.views(ctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("listing pods and containers while containerd is down: %w", err)
+		}
+		if diffs := diffViews(beforePods, beforeCtrs, downPods, downCtrs, nil); len(diffs) > 0 {
+			return fmt.Errorf("while containerd is down, %d differences:\n%s", len(diffs), strings.Join(diffs, "\n"))
 		}
 		// The waiter exits now, with containerd away.
 		if err := os.WriteFile(filepath.Join(signal, "go"), nil, 0o644); err != nil {
@@ -334,11 +367,53 @@ func TestContainerdRestart(t *testing.T) {
 			t.Errorf("exec in pod %d after the containerd restart: %q", i, res.Stdout)
 		}
 	}
+	var gaps, repeats, lines int
+	for i := range pods {
+		deadline := time.Now().Add(20 * time.Second)
+		s := readTicks(t, tickerLog(i))
+		for s.last < lastTick[i]+20 && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+			s = readTicks(t, tickerLog(i))
+		}
+		if s.last < lastTick[i]+20 {
+			t.Errorf("ticker of pod %d: last counter %d, was %d before the restart", i, s.last, lastTick[i])
+		}
+		gaps, repeats, lines = gaps+s.gaps, repeats+s.repeats, lines+s.n
+	}
+	if gaps+repeats > 0 {
+		t.Errorf("ticker logs have %d gaps and %d repeated counters over %d lines", gaps, repeats, lines)
+	}
 	// New work is served too.
 	pod := podConfig(t, "ctrd-new")
 	podID := c.runPod(pod)
 	c.startContainer(podID, pod, containerConfig("idle", env.BusyboxImage, idleCmd...))
-	t.Logf("containerd down %s; RuntimeReady=false seen while down, true %s after it returned; %d pods kept", downFor.Round(time.Millisecond), readyIn.Round(time.Millisecond), len(afterPods))
+	t.Logf("containerd down %s; RuntimeReady=false seen while down, true %s after it returned; %d pods kept; %d log lines, %d gaps, %d repeats",
+		downFor.Round(time.Millisecond), readyIn.Round(time.Millisecond), len(afterPods), lines, gaps, repeats)
+
+	// Everything made before the restart goes as cleanly as anything else.
+	c.removePod(podID)
+	errs = parallel(n, 4, func(i int) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if _, err := c.rt.StopPodSandbox(ctx, &runtime.StopPodSandboxRequest{PodSandboxId: podIDs[i]}); err != nil {
+			return err
+		}
+		_, err := c.rt.RemovePodSandbox(ctx, &runtime.RemovePodSandboxRequest{PodSandboxId: podIDs[i]})
+		return err
+	})
+	if msgs := firstErrors(errs, 5); len(msgs) > 0 {
+		t.Fatalf("removing the pods after the containerd restart: %s", strings.Join(msgs, "; "))
+	}
+	for i := range pods {
+		c.assertPodGone(podIDs[i], ctrIDs[i])
+	}
+	assertNoLeaks(t, "after removing every pod")
+	if ctrs, snaps, leases := containerdObjects(t); len(ctrs)+len(snaps)+len(leases) > 0 {
+		t.Errorf("containerd still holds containers %v, active snapshots %v, leases %v", ctrs, snaps, leases)
+	}
+	if shims := env.Containerd.Shims(); len(shims) > 0 {
+		t.Errorf("%d shims still run: %v", len(shims), shims)
+	}
 }
 
 // TestCrashMidway kills crishim at fault points inside RunPodSandbox,

@@ -2,6 +2,7 @@ package network
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containerd/containerd/errdefs"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -221,5 +223,81 @@ func TestRealPortmapRunsOnlyForHostPorts(t *testing.T) {
 				t.Errorf("portmap calls = %q, want %q", got, tc.wantCalls)
 			}
 		})
+	}
+}
+
+// TestRealMissingPluginFailsBeforeAdd names a plugin that is not installed
+// at the end of the chain: Setup must refuse before the bridge takes an
+// address, since the DEL that would release it fails on the same missing
+// plugin.
+func TestRealMissingPluginFailsBeforeAdd(t *testing.T) {
+	m, allocDir := realCNI(t, false)
+	name := fmt.Sprintf("hlpsb-net-%d", os.Getpid())
+	conf := fmt.Sprintf(`{"cniVersion": "1.0.0", "name": %q, "plugins": [
+	  {"type": "bridge", "bridge": %q, "isGateway": true,
+	   "ipam": {"type": "host-local", "ranges": [[{"subnet": %q}]]}},
+	  {"type": "hlpsb-not-installed"}]}`, name, realBridge, realSubnet)
+	if err := os.WriteFile(filepath.Join(m.cfg.ConfDir, "10-test.conflist"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	id := "hlpsbnettest4"
+	path, err := m.CreateNetNS(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.RemoveNetNS(path) })
+	_, err = m.Setup(context.Background(), id, path, testPod())
+	if !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "hlpsb-not-installed") {
+		t.Errorf("Setup = %v, want FailedPrecondition naming the missing plugin", err)
+	}
+	if got := allocations(t, allocDir); len(got) != 0 {
+		t.Errorf("allocations after a refused ADD = %v", got)
+	}
+}
+
+// TestRealFailedAddAndDelStillAttached wraps the bridge plugin so that ADD
+// does its work and then fails, and DEL fails until the test lets it
+// work: Setup must say the pod is still attached (ErrStillAttached), and
+// a later Teardown must release the address.
+func TestRealFailedAddAndDelStillAttached(t *testing.T) {
+	wrapDir := t.TempDir()
+	delFails := filepath.Join(wrapDir, "del-fails")
+	wrapper := fmt.Sprintf(`#!/bin/sh
+case "$CNI_COMMAND" in
+ADD) /usr/lib/cni/bridge >/dev/null; echo '{"cniVersion":"1.0.0","code":11,"msg":"wrapped ADD fails"}'; exit 1;;
+DEL) if [ -e %s ]; then echo '{"cniVersion":"1.0.0","code":11,"msg":"wrapped DEL fails"}'; exit 1; fi;;
+esac
+exec /usr/lib/cni/bridge
+`, delFails)
+	if err := os.WriteFile(filepath.Join(wrapDir, "bridge"), []byte(wrapper), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(delFails, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, allocDir := realCNI(t, false, wrapDir)
+	ctx := context.Background()
+	id := "hlpsbnettest5"
+	path, err := m.CreateNetNS(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.RemoveNetNS(path) })
+	pod := testPod()
+	_, err = m.Setup(ctx, id, path, pod)
+	if !errors.Is(err, ErrStillAttached) || !strings.Contains(err.Error(), "wrapped ADD fails") {
+		t.Fatalf("Setup = %v, want the ADD error marked ErrStillAttached", err)
+	}
+	if got := allocations(t, allocDir); len(got) != 1 {
+		t.Fatalf("allocations after ADD and DEL failed = %v, want the one ADD took", got)
+	}
+	if err := os.Remove(delFails); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Teardown(ctx, id, path, pod); err != nil {
+		t.Fatalf("Teardown once DEL works: %v", err)
+	}
+	if got := allocations(t, allocDir); len(got) != 0 {
+		t.Errorf("allocations after Teardown = %v", got)
 	}
 }

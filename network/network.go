@@ -108,6 +108,12 @@ func (m *Manager) Setup(ctx context.Context, id, netnsPath string, pod *runtime.
 		return nil, fmt.Errorf("set up network for pod %s: %w", id, err)
 	}
 	cni := nets.forPod(pod)
+	// A plugin missing half way through the chain would leave what the
+	// ones before it took, and its DEL would fail as well.
+	if missing := m.missingPlugins(cni); len(missing) > 0 {
+		return nil, fmt.Errorf("set up network for pod %s: CNI plugins %s not found in %s: %w",
+			id, strings.Join(missing, ", "), strings.Join(m.cfg.BinDirs, ":"), errdefs.ErrFailedPrecondition)
+	}
 	opts, err := namespaceOpts(id, pod)
 	if err != nil {
 		return nil, fmt.Errorf("set up network for pod %s: %w", id, err)
@@ -121,6 +127,7 @@ func (m *Manager) Setup(ctx context.Context, id, netnsPath string, pod *runtime.
 		defer cancel()
 		if derr := remove(delCtx, cni, id, netnsPath, opts); derr != nil {
 			logrus.WithError(derr).WithField("pod", id).Warn("release network after failed CNI ADD")
+			return nil, fmt.Errorf("CNI ADD for pod %s: %w (%w: CNI DEL: %v)", id, err, ErrStillAttached, derr)
 		}
 		return nil, fmt.Errorf("CNI ADD for pod %s: %w", id, err)
 	}
@@ -130,11 +137,16 @@ func (m *Manager) Setup(ctx context.Context, id, netnsPath string, pod *runtime.
 		defer cancel()
 		if derr := remove(delCtx, cni, id, netnsPath, opts); derr != nil {
 			logrus.WithError(derr).WithField("pod", id).Warn("release network after CNI ADD without IP")
+			return nil, fmt.Errorf("CNI ADD for pod %s returned no IP address (%w: CNI DEL: %v): %w", id, ErrStillAttached, derr, errdefs.ErrFailedPrecondition)
 		}
 		return nil, fmt.Errorf("CNI ADD for pod %s returned no IP address: %w", id, errdefs.ErrFailedPrecondition)
 	}
 	return &Result{IP: ip, AdditionalIPs: extra}, nil
 }
+
+// ErrStillAttached marks a failed Setup whose own CNI DEL failed too: what
+// the ADD took (an address, iptables rules) stays until a Teardown works.
+var ErrStillAttached = errors.New("the pod's network is still attached")
 
 // Teardown detaches the pod (CNI DEL); it is idempotent.
 func (m *Manager) Teardown(ctx context.Context, id, netnsPath string, pod *runtime.PodSandboxConfig) (err error) {
@@ -182,8 +194,18 @@ func (m *Manager) Ready() error {
 	if err != nil {
 		return err
 	}
+	if missing := m.missingPlugins(nets.all); len(missing) > 0 {
+		return fmt.Errorf("CNI plugins %s not found in %s: %w",
+			strings.Join(missing, ", "), strings.Join(m.cfg.BinDirs, ":"), errdefs.ErrFailedPrecondition)
+	}
+	return nil
+}
+
+// missingPlugins lists the plugins (IPAM included) of cni's chain that
+// are not in the bin dirs.
+func (m *Manager) missingPlugins(cni gocni.CNI) []string {
 	var missing []string
-	for _, n := range nets.all.GetConfig().Networks {
+	for _, n := range cni.GetConfig().Networks {
 		for _, p := range n.Config.Plugins {
 			if p.Network == nil {
 				continue
@@ -195,11 +217,7 @@ func (m *Manager) Ready() error {
 			}
 		}
 	}
-	if len(missing) > 0 {
-		return fmt.Errorf("CNI plugins %s not found in %s: %w",
-			strings.Join(dedupe(missing), ", "), strings.Join(m.cfg.BinDirs, ":"), errdefs.ErrFailedPrecondition)
-	}
-	return nil
+	return dedupe(missing)
 }
 
 // UpdatePodCIDR records the node's pod CIDR (UpdateRuntimeConfig).

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/errdefs"
@@ -50,24 +51,59 @@ func (m *Manager) undoInterrupted(ctx context.Context) {
 	}
 	for _, id := range ids {
 		log := m.logger(id)
-		var in runIntent
-		if err := m.journal.Read(id, &in); err != nil {
-			log.WithError(err).Warn("unreadable journal entry; undoing what its ID names")
-		}
-		cfg := &runtime.PodSandboxConfig{}
-		if err := proto.Unmarshal(in.Config, cfg); err != nil {
-			log.WithError(err).Warn("journal entry without a usable pod config")
-		}
-		if err := m.undoRun(ctx, id, in.NetNSPath, cfg); err != nil {
-			log.WithError(err).Error("could not undo a sandbox creation interrupted by a crash; will retry at next start")
+		if err := m.undoJournalled(ctx, id); err != nil {
+			log.WithError(err).Error("could not undo an unfinished sandbox creation; retrying in the background")
+			go m.retryUndo(id)
 			continue
-		}
-		if err := m.journal.Remove(id); err != nil {
-			log.WithError(err).Warn("remove journal entry")
 		}
 		log.Warn("undid a sandbox creation interrupted by a crash")
 	}
 }
+
+// undoJournalled undoes the Run journalled under id and then drops its
+// journal entry.
+func (m *Manager) undoJournalled(ctx context.Context, id string) error {
+	log := m.logger(id)
+	var in runIntent
+	if err := m.journal.Read(id, &in); err != nil {
+		log.WithError(err).Warn("unreadable journal entry; undoing what its ID names")
+	}
+	cfg := &runtime.PodSandboxConfig{}
+	if err := proto.Unmarshal(in.Config, cfg); err != nil {
+		log.WithError(err).Warn("journal entry without a usable pod config")
+	}
+	if err := m.undoRun(ctx, id, in.NetNSPath, cfg); err != nil {
+		return err
+	}
+	if err := m.journal.Remove(id); err != nil {
+		log.WithError(err).Warn("remove journal entry")
+	}
+	return nil
+}
+
+// retryUndo undoes a failed or interrupted Run whose undo failed, again
+// and again with a growing pause, until it succeeds. A pod whose creation
+// failed was never handed to a client, so nobody else will ever release
+// what it still holds.
+func (m *Manager) retryUndo(id string) {
+	log := m.logger(id)
+	for backoff := time.Second; ; backoff = min(2*backoff, maxUndoBackoff) {
+		time.Sleep(backoff)
+		ctx, cancel := m.cleanupContext()
+		err := m.undoJournalled(ctx, id)
+		cancel()
+		if err == nil {
+			log.Info("undid the rest of a failed sandbox creation")
+			return
+		}
+		log.WithError(err).WithField("retry_in", min(2*backoff, maxUndoBackoff)).Warn("could not undo the rest of a failed sandbox creation")
+	}
+}
+
+// maxUndoBackoff bounds the pause between retryUndo's attempts: long
+// enough not to hammer a broken plugin, short enough to give an address
+// back soon after the plugin works again.
+const maxUndoBackoff = 30 * time.Second
 
 func (m *Manager) undoRun(ctx context.Context, id, netnsPath string, cfg *runtime.PodSandboxConfig) error {
 	var errs []error

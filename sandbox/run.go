@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -35,12 +36,16 @@ func (u *undoStack) add(what string, fn func(context.Context) error) {
 	*u = append(*u, undoStep{what, fn})
 }
 
-func (u undoStack) run(ctx context.Context, log *logrus.Entry) {
+// run undoes every step, also after one fails, and reports the failures.
+func (u undoStack) run(ctx context.Context, log *logrus.Entry) error {
+	var errs []error
 	for i := len(u) - 1; i >= 0; i-- {
 		if err := u[i].fn(ctx); err != nil {
 			log.WithError(err).Warnf("undo: %s", u[i].what)
+			errs = append(errs, fmt.Errorf("%s: %w", u[i].what, err))
 		}
 	}
+	return errors.Join(errs...)
 }
 
 // checkHandler accepts the runtime handlers crishim serves: the default
@@ -72,14 +77,27 @@ func (m *Manager) run(ctx context.Context, id, key string, cfg *runtime.PodSandb
 		createdAt: started,
 	}
 	var undo undoStack
-	succeeded := false
+	succeeded, journalled := false, false
 	defer func() {
 		if succeeded {
 			return
 		}
 		cctx, cancel := m.cleanupContext()
 		defer cancel()
-		undo.run(cctx, log)
+		err := undo.run(cctx, log)
+		if !journalled {
+			return
+		}
+		if err != nil {
+			// Most often a CNI plugin whose DEL fails as its ADD did: the
+			// address stays taken until a DEL works. The journal entry
+			// keeps the work, for retryUndo and for the next start.
+			go m.retryUndo(id)
+			return
+		}
+		if err := m.journal.Remove(id); err != nil {
+			log.WithError(err).Warn("undo: remove journal entry")
+		}
 	}()
 	intent := runIntent{ID: id}
 	if err := intent.setConfig(cfg); err != nil {
@@ -88,8 +106,7 @@ func (m *Manager) run(ctx context.Context, id, key string, cfg *runtime.PodSandb
 	if err := m.writeIntent(intent); err != nil {
 		return err
 	}
-	// Added first, so it runs last: the entry goes once all else is undone.
-	undo.add("remove journal entry", func(context.Context) error { return m.journal.Remove(id) })
+	journalled = true
 
 	if err := m.preparePodFiles(p, &undo); err != nil {
 		return err
@@ -120,7 +137,7 @@ func (m *Manager) run(ctx context.Context, id, key string, cfg *runtime.PodSandb
 		}()
 		waitNet = func() (*network.Result, error) { <-done; return res, netErr }
 		undo.add("tear down network", func(cctx context.Context) error {
-			if _, err := waitNet(); err != nil {
+			if _, err := waitNet(); err != nil && !errors.Is(err, network.ErrStillAttached) {
 				return nil // a failed Setup released what it had
 			}
 			return m.net.Teardown(cctx, id, path, cfg)
@@ -365,6 +382,8 @@ func (m *Manager) watch(p *pod) {
 	log := m.logger(p.id)
 	if st, ok := lifecycle.AwaitExit(m.withNS(context.Background()), m.client, p.id, log); ok {
 		log.WithField("exit_code", st.ExitCode()).Info("pause container exited")
+	} else {
+		log.Warn("pause task gone without an exit status; its shim died or containerd lost it")
 	}
 	m.mu.Lock()
 	p.ready = false

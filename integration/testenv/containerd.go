@@ -115,6 +115,22 @@ func (c *Containerd) Restart(during func() error) error {
 	if err := c.d.stop(15 * time.Second); err != nil {
 		return err
 	}
+	return c.startAfter(during)
+}
+
+// Crash is Restart with SIGKILL instead of SIGTERM: containerd gets no
+// chance to finish what it was doing or to close its connections.
+func (c *Containerd) Crash(during func() error) error {
+	if c.d == nil || c.d.exited() != nil {
+		return errors.New("containerd is not running")
+	}
+	_ = c.d.cmd.Process.Kill()
+	<-c.d.done
+	return c.startAfter(during)
+}
+
+// startAfter calls during, with containerd down, and starts it again.
+func (c *Containerd) startAfter(during func() error) error {
 	var errs []error
 	if during != nil {
 		errs = append(errs, during())
@@ -134,6 +150,22 @@ func (c *Containerd) Pid() int {
 // Shims lists the PIDs of the runc shims serving this containerd.
 func (c *Containerd) Shims() []int {
 	return ProcessesWithArgs("containerd-shim-runc-v2", "-address", c.Address)
+}
+
+// ShimOf lists the PIDs of the runc shims serving this containerd that
+// were started for task id (a pod's shim is started for its pause).
+func (c *Containerd) ShimOf(id string) []int {
+	ours := map[int]bool{}
+	for _, pid := range c.Shims() {
+		ours[pid] = true
+	}
+	var out []int
+	for _, pid := range ProcessesWithArgs("containerd-shim-runc-v2", "-id", id) {
+		if ours[pid] {
+			out = append(out, pid)
+		}
+	}
+	return out
 }
 
 // Client connects to the daemon with ns as the default namespace.
