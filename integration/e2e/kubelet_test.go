@@ -8,8 +8,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -31,8 +33,12 @@ type Kubelet struct {
 	ReadOnly    int    // read-only port: /pods, /healthz
 	Port        int    // the authenticated (here: anonymous) server: logs, exec
 	NodeName    string
-	LogPath     string
-	d           *testenv.Daemon
+	// Address is where the kubelet's servers listen: 127.0.0.1 standalone;
+	// in a cluster the node's IP, which the API server dials for logs and
+	// exec and which the kubelet refuses to be a loopback address.
+	Address string
+	LogPath string
+	d       *testenv.Daemon
 }
 
 // KubeletOptions vary a kubelet between suites.
@@ -176,6 +182,17 @@ func StartKubelet(t *testing.T, opts KubeletOptions) *Kubelet {
 		}
 	}
 	k.Port, k.ReadOnly = ports[0], ports[1]
+	k.Address = "127.0.0.1"
+	if opts.Kubeconfig != "" {
+		// The test network's gateway: an address of this host's own, on the
+		// pods' bridge. The bridge plugin makes the bridge at the first pod;
+		// the kubelet binds before that, so the bridge is made here, as the
+		// plugin would (it adopts an existing one).
+		k.Address = env.Network.Gateway.String()
+		if err := ensureBridge(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	gates := map[string]bool{}
 	for g, on := range opts.FeatureGates {
 		gates[g] = on
@@ -187,7 +204,7 @@ func StartKubelet(t *testing.T, opts KubeletOptions) *Kubelet {
 	cfg := map[string]any{
 		"apiVersion":               "kubelet.config.k8s.io/v1beta1",
 		"kind":                     "KubeletConfiguration",
-		"address":                  "127.0.0.1",
+		"address":                  k.Address,
 		"port":                     k.Port,
 		"readOnlyPort":             k.ReadOnly,
 		"healthzBindAddress":       "127.0.0.1",
@@ -246,7 +263,7 @@ func StartKubelet(t *testing.T, opts KubeletOptions) *Kubelet {
 		"--v", "2",
 	}
 	if opts.Kubeconfig != "" {
-		args = append(args, "--kubeconfig", opts.Kubeconfig, "--node-ip", "127.0.0.1")
+		args = append(args, "--kubeconfig", opts.Kubeconfig, "--node-ip", k.Address)
 	}
 	args = append(args, opts.ExtraFlags...)
 	d, err := testenv.StartDaemon("kubelet", k.LogPath, nil, args...)
@@ -313,6 +330,26 @@ func (k *Kubelet) stop(t *testing.T) {
 	}
 }
 
+// ensureBridge creates the test network's bridge with its gateway address
+// unless it exists.
+func ensureBridge() error {
+	n := env.Network
+	if _, err := net.InterfaceByName(n.Bridge); err == nil {
+		return nil
+	}
+	ones, _ := n.Subnet.Mask.Size()
+	for _, args := range [][]string{
+		{"link", "add", n.Bridge, "type", "bridge"},
+		{"addr", "add", fmt.Sprintf("%s/%d", n.Gateway, ones), "dev", n.Bridge},
+		{"link", "set", n.Bridge, "up"},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	return nil
+}
+
 // unmountUnder lazily unmounts every mount below dir, deepest first.
 func unmountUnder(dir string) error {
 	mounts, err := testenv.MountsUnder(dir)
@@ -330,7 +367,7 @@ func unmountUnder(dir string) error {
 
 // get fetches a kubelet read-only API path.
 func (k *Kubelet) get(path string) ([]byte, error) {
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", k.ReadOnly, path))
+	resp, err := http.Get(fmt.Sprintf("http://%s:%d%s", k.Address, k.ReadOnly, path))
 	if err != nil {
 		return nil, err
 	}
@@ -363,7 +400,7 @@ func (k *Kubelet) Pods() ([]Pod, error) {
 // exec), which serves TLS with a self-signed certificate.
 func (k *Kubelet) secureGet(ctx context.Context, path string) ([]byte, error) {
 	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("https://127.0.0.1:%d%s", k.Port, path), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("https://%s:%d%s", k.Address, k.Port, path), nil)
 	if err != nil {
 		return nil, err
 	}
