@@ -92,7 +92,7 @@ func runSuite(m *testing.M) int {
 	return code
 }
 
-// needEnv returns the environment or skips the test when there is none.
+// needEnv returns the environment; a test without one fails.
 func needEnv(t *testing.T) *testenv.Env {
 	t.Helper()
 	if env == nil {
