@@ -721,9 +721,11 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 func (m *Manager) deleteContainer(ctx context.Context, id string) error {
 	// Usually the exit handler has deleted the task already. Then the
 	// snapshot (keyed by the container ID) and the record go directly:
-	// three round trips instead of six through containerd.Container.
-	_, err := m.client.TaskService().Get(ctx, &tasks.GetRequest{ContainerID: id})
-	if err = errdefs.FromGRPC(err); errdefs.IsNotFound(err) {
+	// three round trips instead of six through containerd.Container. The
+	// first is a delete rather than a lookup: the record must not go
+	// while containerd still holds a task of it (see DeleteTask), since
+	// nothing could delete that task afterwards.
+	if lifecycle.DeleteTask(ctx, m.client, id) == nil {
 		snapshotter := m.cfg.Snapshotter
 		if snapshotter == "" {
 			snapshotter = containerd.DefaultSnapshotter

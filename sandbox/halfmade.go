@@ -110,7 +110,7 @@ func (m *Manager) undoRun(ctx context.Context, id, netnsPath string, cfg *runtim
 	c, err := m.client.LoadContainer(ctx, id)
 	switch {
 	case err == nil:
-		if err := killPause(ctx, c); err != nil {
+		if err := killPause(ctx, m.client, c); err != nil {
 			errs = append(errs, fmt.Errorf("delete pause task: %w", err))
 		} else if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("delete pause container: %w", err))
