@@ -133,12 +133,13 @@ func killPause(ctx context.Context, client *containerd.Client, c containerd.Cont
 	if err == nil {
 		_, err = t.Delete(ctx, containerd.WithProcessKill)
 	}
-	if errdefs.IsNotFound(err) {
-		// Not found by the shim, but maybe still held by containerd
-		// after an earlier delete was abandoned (see DeleteTask).
-		return lifecycle.DeleteTask(ctx, client, c.ID())
+	if err == nil {
+		return nil
 	}
-	return err
+	// Not found by the shim but maybe still held by containerd after an
+	// earlier delete was abandoned, or the shim gone under a concurrent
+	// delete (the exit watcher's): DeleteTask settles both.
+	return lifecycle.DeleteTask(ctx, client, c.ID())
 }
 
 // Remove deletes a stopped-or-not sandbox and everything it owns; absent is not an error.
