@@ -218,8 +218,18 @@ func TestRealPodLifecycle(t *testing.T) {
 	if got := e.allocations(t); len(got) != 1 || got[0] != s.IP {
 		t.Errorf("IP allocations = %v, want [%s]", got, s.IP)
 	}
-	// The pause runs /pause in the pod's network namespace.
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", s.PausePID))
+	// The pause runs /pause in the pod's network namespace. runc's start
+	// returns once the process is released, which can be before its exec
+	// of /pause has finished (cmdline reads empty meanwhile).
+	var cmdline []byte
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		cmdline, err = os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", s.PausePID))
+		if err != nil || strings.HasPrefix(string(cmdline), "/pause") || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if err != nil || !strings.HasPrefix(string(cmdline), "/pause") {
 		t.Errorf("pause cmdline = %q, %v", cmdline, err)
 	}
