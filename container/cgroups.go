@@ -23,7 +23,7 @@ func (m *Manager) cgroupCaps(parent string) cgroupCaps {
 }
 
 // cgroupParentOf recovers the pod's cgroup parent from a container spec
-// made by withCgroupsPath.
+// made by cgroup.OCIPath.
 func cgroupParentOf(spec *specs.Spec, driver string) string {
 	if spec == nil || spec.Linux == nil {
 		return ""

@@ -307,20 +307,6 @@ func assertFile(t *testing.T, path, want string) {
 	}
 }
 
-func TestCgroupsPath(t *testing.T) {
-	for _, tc := range []struct{ driver, parent, want string }{
-		{"cgroupfs", "/kubepods/besteffort/pod1", "/kubepods/besteffort/pod1/abc"},
-		{"cgroupfs", "", "/crishim/abc"},
-		{"", "/p/", "/p/abc"},
-		{"systemd", "kubepods-pod1.slice", "kubepods-pod1.slice:crishim:abc"},
-		{"systemd", "", "system.slice:crishim:abc"},
-	} {
-		if got := cgroupsPath(tc.driver, tc.parent, "abc"); got != tc.want {
-			t.Errorf("cgroupsPath(%q, %q) = %q, want %q", tc.driver, tc.parent, got, tc.want)
-		}
-	}
-}
-
 func TestParseNumericUser(t *testing.T) {
 	for in, want := range map[string][3]uint32{"": {0, 0, 1}, "65535": {65535, 0, 1}, "65535:65534": {65535, 65534, 1}} {
 		u, g, ok := parseNumericUser(in)
