@@ -18,7 +18,6 @@ import (
 
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/api/services/tasks/v1"
-	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/cio"
 	"github.com/containerd/containerd/containers"
 	"github.com/containerd/containerd/errdefs"
@@ -37,6 +36,7 @@ import (
 	"github.com/crishim/crishim/idprefix"
 	"github.com/crishim/crishim/image"
 	"github.com/crishim/crishim/internal/cgroup"
+	"github.com/crishim/crishim/internal/runtimeopts"
 	"github.com/crishim/crishim/journal"
 	"github.com/crishim/crishim/lifecycle"
 	"github.com/crishim/crishim/names"
@@ -349,14 +349,6 @@ func (m *Manager) create(ctx context.Context, id, podID string, cfg *runtime.Con
 
 	// images.Get unpacked the image; img.WithNewSnapshot unpacks it again
 	// should its layers have gone since.
-	var runtimeOpts interface{}
-	if m.cfg.CgroupDriver == "systemd" {
-		runtimeOpts = &runcoptions.Options{SystemdCgroup: true}
-	}
-	rt := m.cfg.Runtime
-	if rt == "" {
-		rt = "io.containerd.runc.v2"
-	}
 	var spec *specs.Spec
 	var newOpts []containerd.NewContainerOpts
 	if m.cfg.Snapshotter != "" {
@@ -365,7 +357,7 @@ func (m *Manager) create(ctx context.Context, id, podID string, cfg *runtime.Con
 	newOpts = append(newOpts,
 		img.WithNewSnapshot(id, m.cfg.Snapshotter),
 		withNewSpec(&spec, opts...),
-		containerd.WithRuntime(rt, runtimeOpts),
+		containerd.WithRuntime(runtimeopts.Name(m.cfg.Runtime), runtimeopts.Options(m.cfg.Runtime, m.cfg.CgroupDriver)),
 		containerd.WithContainerLabels(map[string]string{LabelKind: KindContainer, LabelSandboxID: sb.ID}),
 		containerd.WithContainerExtension(ExtensionRecord, rec),
 		containerd.WithContainerExtension(ExtensionStatus, status),

@@ -21,6 +21,7 @@ import (
 
 	"github.com/crishim/crishim/image"
 	"github.com/crishim/crishim/integration/testenv"
+	"github.com/crishim/crishim/internal/runtimeopts"
 	"github.com/crishim/crishim/network"
 )
 
@@ -110,7 +111,7 @@ func setupReal(t *testing.T, extraPlugin string) *realEnv {
 		SandboxImage: stk.PauseImage,
 		CgroupDriver: "cgroupfs",
 		Snapshotter:  "overlayfs",
-		Runtime:      runcV2,
+		Runtime:      runtimeopts.RuncV2,
 	}
 	m := New(client, nil, nm, cfg)
 	m.images = &pulledPause{client: client, ref: stk.PauseImage, hostsDir: stk.RegistryConfigDir}

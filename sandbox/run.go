@@ -10,18 +10,16 @@ import (
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/cio"
 	"github.com/containerd/containerd/errdefs"
-	runcoptions "github.com/containerd/containerd/runtime/v2/runc/options"
 	"github.com/sirupsen/logrus"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crishim/crishim/faultpoint"
 	"github.com/crishim/crishim/image"
+	"github.com/crishim/crishim/internal/runtimeopts"
 	"github.com/crishim/crishim/lifecycle"
 	"github.com/crishim/crishim/network"
 	crishimpb "github.com/crishim/crishim/proto"
 )
-
-const runcV2 = "io.containerd.runc.v2"
 
 // undoStack collects the undo of every step Run completed, to run in
 // reverse order when a later step fails.
@@ -256,19 +254,11 @@ func (m *Manager) createPause(ctx context.Context, p *pod, undo *undoStack) (con
 	if err != nil {
 		return nil, err
 	}
-	var runtimeOpts interface{}
-	rt := m.cfg.Runtime
-	if rt == "" {
-		rt = runcV2
-	}
-	if rt == runcV2 {
-		runtimeOpts = &runcoptions.Options{SystemdCgroup: m.cfg.CgroupDriver == "systemd"}
-	}
 	container, err := m.client.NewContainer(ctx, p.id,
 		containerd.WithSnapshotter(snapshotter),
 		local.WithNewSnapshot(p.id, snapshotter),
 		containerd.WithImageName(local.Image.Name()),
-		containerd.WithRuntime(rt, runtimeOpts),
+		containerd.WithRuntime(runtimeopts.Name(m.cfg.Runtime), runtimeopts.Options(m.cfg.Runtime, m.cfg.CgroupDriver)),
 		containerd.WithContainerLabels(map[string]string{LabelKind: KindSandbox}),
 		containerd.WithContainerExtension(ExtensionRecord, rec),
 		containerd.WithNewSpec(specOpts...),

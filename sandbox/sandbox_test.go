@@ -17,6 +17,8 @@ import (
 	"github.com/containerd/containerd/oci"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crishim/crishim/internal/runtimeopts"
 )
 
 func podConfig(name string) *runtime.PodSandboxConfig {
@@ -135,7 +137,7 @@ func TestReserveAdmitsOneOfConcurrentRuns(t *testing.T) {
 
 // withPods is a manager holding the given pods, as Run or Recover leave it.
 func withPods(pods ...*pod) *Manager {
-	m := New(nil, nil, nil, Config{Runtime: runcV2})
+	m := New(nil, nil, nil, Config{Runtime: runtimeopts.RuncV2})
 	for _, p := range pods {
 		m.pods[p.id] = p
 		m.names.Add(p.name, p.id)
