@@ -350,18 +350,15 @@ func (m *Manager) create(ctx context.Context, id, podID string, cfg *runtime.Con
 	// images.Get unpacked the image; img.WithNewSnapshot unpacks it again
 	// should its layers have gone since.
 	var spec *specs.Spec
-	var newOpts []containerd.NewContainerOpts
-	if m.cfg.Snapshotter != "" {
-		newOpts = append(newOpts, containerd.WithSnapshotter(m.cfg.Snapshotter))
-	}
-	newOpts = append(newOpts,
-		img.WithNewSnapshot(id, m.cfg.Snapshotter),
+	newOpts := []containerd.NewContainerOpts{
+		containerd.WithSnapshotter(m.snapshotter()),
+		img.WithNewSnapshot(id, m.snapshotter()),
 		withNewSpec(&spec, opts...),
 		containerd.WithRuntime(runtimeopts.Name(m.cfg.Runtime), runtimeopts.Options(m.cfg.Runtime, m.cfg.CgroupDriver)),
 		containerd.WithContainerLabels(map[string]string{LabelKind: KindContainer, LabelSandboxID: sb.ID}),
 		containerd.WithContainerExtension(ExtensionRecord, rec),
 		containerd.WithContainerExtension(ExtensionStatus, status),
-	)
+	}
 	if err := m.journal.Write(id, createIntent{ID: id}); err != nil {
 		return "", err
 	}
@@ -378,7 +375,7 @@ func (m *Manager) create(ctx context.Context, id, podID string, cfg *runtime.Con
 	if err != nil {
 		cctx, cancel := m.cleanupCtx()
 		defer cancel()
-		if rerr := m.client.SnapshotService(m.cfg.Snapshotter).Remove(cctx, id); rerr != nil && !errdefs.IsNotFound(rerr) {
+		if rerr := m.client.SnapshotService(m.snapshotter()).Remove(cctx, id); rerr != nil && !errdefs.IsNotFound(rerr) {
 			log.WithError(rerr).Warn("remove snapshot of failed container")
 		}
 		return "", fmt.Errorf("create container %s: %w", cfg.GetMetadata().GetName(), err)
@@ -718,11 +715,7 @@ func (m *Manager) deleteContainer(ctx context.Context, id string) error {
 	// while containerd still holds a task of it (see DeleteTask), since
 	// nothing could delete that task afterwards.
 	if lifecycle.DeleteTask(ctx, m.client, id) == nil {
-		snapshotter := m.cfg.Snapshotter
-		if snapshotter == "" {
-			snapshotter = containerd.DefaultSnapshotter
-		}
-		if err := m.client.SnapshotService(snapshotter).Remove(ctx, id); err != nil && !errdefs.IsNotFound(err) {
+		if err := m.client.SnapshotService(m.snapshotter()).Remove(ctx, id); err != nil && !errdefs.IsNotFound(err) {
 			return err
 		}
 		if err := m.client.ContainerService().Delete(ctx, id); err != nil && !errdefs.IsNotFound(err) {

@@ -224,10 +224,7 @@ func (m *Manager) createPause(ctx context.Context, p *pod, undo *undoStack) (con
 		return nil, fmt.Errorf("sandbox image for pod %s not available: %w", p.id, errdefs.ErrFailedPrecondition)
 	}
 	p.image = local.Image.Name()
-	snapshotter := m.cfg.Snapshotter
-	if snapshotter == "" {
-		snapshotter = containerd.DefaultSnapshotter
-	}
+	snapshotter := m.snapshotter()
 	// The image service unpacked it when it resolved it; local.WithNewSnapshot
 	// unpacks again should the layers have gone since.
 	img, err := processImageOf(ctx, local)

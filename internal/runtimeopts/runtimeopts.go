@@ -1,9 +1,11 @@
-// Package runtimeopts picks the containerd runtime (shim) that runs pause
-// containers and containers, and the options it is started with, so that a
-// pod's containers always run like its pause.
+// Package runtimeopts picks what containerd creates pause containers and
+// containers with: the runtime (shim), its options and the snapshotter, so
+// that a pod's containers always run like its pause and every lookup of a
+// snapshot asks the snapshotter that made it.
 package runtimeopts
 
 import (
+	"github.com/containerd/containerd"
 	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 
 	"github.com/crishim/crishim/internal/cgroup"
@@ -29,4 +31,15 @@ func Options(runtime, driver string) interface{} {
 		return nil
 	}
 	return &runcoptions.Options{SystemdCgroup: driver == cgroup.DriverSystemd}
+}
+
+// Snapshotter resolves the configured snapshotter: empty means containerd's
+// default. Resolved before every use, not only at creation: the client's
+// SnapshotService("") does not resolve it, and a snapshot asked of the wrong
+// snapshotter is not found, which cleanup takes for already gone.
+func Snapshotter(configured string) string {
+	if configured == "" {
+		return containerd.DefaultSnapshotter
+	}
+	return configured
 }

@@ -3,6 +3,7 @@ package runtimeopts
 import (
 	"testing"
 
+	"github.com/containerd/containerd"
 	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/typeurl/v2"
 
@@ -48,5 +49,14 @@ func TestOptions(t *testing.T) {
 	}
 	if got := Options("io.containerd.runsc.v1", cgroup.DriverSystemd); got != nil {
 		t.Errorf("another shim gets runc options %v", got)
+	}
+}
+
+func TestSnapshotter(t *testing.T) {
+	if got := Snapshotter(""); got != containerd.DefaultSnapshotter || got == "" {
+		t.Errorf("Snapshotter(\"\") = %q, want containerd's default %q", got, containerd.DefaultSnapshotter)
+	}
+	if got := Snapshotter("native"); got != "native" {
+		t.Errorf("Snapshotter(\"native\") = %q", got)
 	}
 }
