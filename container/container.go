@@ -37,6 +37,7 @@ import (
 	"github.com/crishim/crishim/image"
 	"github.com/crishim/crishim/internal/cgroup"
 	"github.com/crishim/crishim/internal/runtimeopts"
+	"github.com/crishim/crishim/internal/undo"
 	"github.com/crishim/crishim/journal"
 	"github.com/crishim/crishim/lifecycle"
 	"github.com/crishim/crishim/names"
@@ -199,7 +200,7 @@ func (m *Manager) nsCtx(ctx context.Context) context.Context {
 // cleanupCtx is a fresh context for undo and bookkeeping work that must
 // happen even when the request that caused it is gone.
 func (m *Manager) cleanupCtx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(m.nsCtx(context.Background()), time.Minute)
+	return undo.Context(m.client.DefaultNamespace())
 }
 
 func newID() string {
