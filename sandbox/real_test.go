@@ -466,8 +466,8 @@ func TestRealFailedNetworkLeavesNothing(t *testing.T) {
 			t.Errorf("%s/sandboxes holds %d entries", root, len(entries))
 		}
 	}
-	if err := e.m.reserve(nameKey(realPod("fail").Metadata), "probe"); err != nil {
-		t.Errorf("name still reserved after failed Run: %v", err)
+	if other, ok := e.m.names.Add(nameKey(realPod("fail").Metadata), "probe"); !ok {
+		t.Errorf("name still reserved for %s after failed Run", other)
 	}
 }
 

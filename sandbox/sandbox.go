@@ -98,7 +98,7 @@ type Manager struct {
 	// names maps a pod's name key to its ID, from the moment Run reserves
 	// it until Remove releases it, and answers retried Runs (reserve.go).
 	names *names.Registry
-	// journal lists the Runs in progress, for Recover to undo (reserve.go).
+	// journal lists the Runs in progress, for Recover to undo (halfmade.go).
 	journal *journal.Journal
 }
 

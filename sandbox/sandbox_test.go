@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -92,46 +91,6 @@ func TestNameKeyAndID(t *testing.T) {
 	b, _ := newID()
 	if !regexp.MustCompile(`^[0-9a-f]{64}$`).MatchString(a) || a == b {
 		t.Errorf("ids %q %q: want distinct 64 hex chars", a, b)
-	}
-}
-
-func TestReserveAdmitsOneOfConcurrentRuns(t *testing.T) {
-	m := New(nil, nil, nil, Config{})
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var won []string
-	var errs []error
-	for i := 0; i < 16; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			id := strings.Repeat(string(rune('a'+i)), 64)
-			err := m.reserve("pod_ns_uid_0", id)
-			mu.Lock()
-			defer mu.Unlock()
-			if err == nil {
-				won = append(won, id)
-			} else {
-				errs = append(errs, err)
-			}
-		}(i)
-	}
-	wg.Wait()
-	if len(won) != 1 {
-		t.Fatalf("%d reservations succeeded, want 1", len(won))
-	}
-	for _, err := range errs {
-		if !errors.Is(err, errdefs.ErrAlreadyExists) || !strings.Contains(err.Error(), won[0]) {
-			t.Errorf("losing reservation: %v, want AlreadyExists naming %s", err, won[0])
-		}
-	}
-	m.release("pod_ns_uid_0", "someone-else")
-	if err := m.reserve("pod_ns_uid_0", "x"); err == nil {
-		t.Error("release by a non-owner freed the name")
-	}
-	m.release("pod_ns_uid_0", won[0])
-	if err := m.reserve("pod_ns_uid_0", "x"); err != nil {
-		t.Errorf("name not free after release: %v", err)
 	}
 }
 

@@ -82,7 +82,7 @@ func (m *Manager) stopLocked(ctx context.Context, p *pod) (retErr error) {
 	if err := faultpoint.Hit("sandbox.beforeTeardown"); err != nil {
 		return err
 	}
-	if !stopped && p.netnsPath != "" {
+	if p.netnsPath != "" {
 		if err := m.net.Teardown(ctx, p.id, p.netnsPath, p.cfg); err != nil {
 			return fmt.Errorf("stop pod %s: %w", p.id, err)
 		}
@@ -95,7 +95,7 @@ func (m *Manager) stopLocked(ctx context.Context, p *pod) (retErr error) {
 			return fmt.Errorf("stop pod %s: %w", p.id, err)
 		}
 	}
-	if c != nil && !stopped {
+	if c != nil {
 		err := updateRecord(ctx, c, func(r *crishimpb.SandboxRecord) {
 			r.Stopped, r.NetworkReady = true, false
 		})
