@@ -360,36 +360,38 @@ func (m *Manager) create(ctx context.Context, id, podID string, cfg *runtime.Con
 		containerd.WithContainerExtension(ExtensionRecord, rec),
 		containerd.WithContainerExtension(ExtensionStatus, status),
 	}
-	if err := m.journal.Write(id, createIntent{ID: id}); err != nil {
-		return "", err
-	}
-	defer func() {
-		// On success the entry went once the container was published; on
-		// failure it goes once the undo below has run (defers run last first).
-		if retErr != nil {
-			if err := m.journal.Remove(id); err != nil {
-				log.WithError(err).Warn("remove journal entry")
-			}
-		}
-	}()
-	c, err := m.client.NewContainer(ctx, id, newOpts...)
-	if err != nil {
-		cctx, cancel := m.cleanupCtx()
-		defer cancel()
-		if rerr := m.client.SnapshotService(m.snapshotter()).Remove(cctx, id); rerr != nil && !errdefs.IsNotFound(rerr) {
-			log.WithError(rerr).Warn("remove snapshot of failed container")
-		}
-		return "", fmt.Errorf("create container %s: %w", cfg.GetMetadata().GetName(), err)
-	}
+	var undos undo.Stack
 	defer func() {
 		if retErr != nil {
 			cctx, cancel := m.cleanupCtx()
 			defer cancel()
-			if err := c.Delete(cctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
-				log.WithError(err).Warn("delete container after failed create")
-			}
+			// Run logs each failure; the create's own error is the answer.
+			_ = undos.Run(cctx, log)
 		}
 	}()
+	if err := m.journal.Write(id, createIntent{ID: id}); err != nil {
+		return "", err
+	}
+	// On success the entry goes before the container is published; on
+	// failure once the undo of everything after it has run.
+	undos.Add("remove journal entry", func(context.Context) error { return m.journal.Remove(id) })
+	c, err := m.client.NewContainer(ctx, id, newOpts...)
+	if err != nil {
+		// The snapshot may have been prepared before the create failed.
+		undos.Add("remove snapshot", func(cctx context.Context) error {
+			if err := m.client.SnapshotService(m.snapshotter()).Remove(cctx, id); err != nil && !errdefs.IsNotFound(err) {
+				return err
+			}
+			return nil
+		})
+		return "", fmt.Errorf("create container %s: %w", cfg.GetMetadata().GetName(), err)
+	}
+	undos.Add("delete container", func(cctx context.Context) error {
+		if err := c.Delete(cctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+			return err
+		}
+		return nil
+	})
 	if err := faultpoint.Hit("container.afterCreate"); err != nil {
 		return "", err
 	}
