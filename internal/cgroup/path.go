@@ -44,6 +44,16 @@ func OCIPath(driver, parent, id string) string {
 	return path.Join(parent, id)
 }
 
+// ParentDir is the directory, as Path gives it, that OCIPath nests the
+// containers of a pod with cgroup parent under.
+func ParentDir(driver, parent string) (string, error) {
+	p, err := Path(OCIPath(driver, parent, "x"), driver)
+	if err != nil {
+		return "", err
+	}
+	return path.Dir(p), nil
+}
+
 // Path returns where the cgroup named by an OCI linux.cgroupsPath lives,
 // relative to the root of a cgroup hierarchy (/sys/fs/cgroup on v2,
 // /sys/fs/cgroup/<controller> on v1), always starting with "/".

@@ -79,6 +79,9 @@ func TestOCIPathNestsUnderParent(t *testing.T) {
 		{DriverSystemd, "kubepods.slice", "/kubepods.slice"},
 		{DriverSystemd, "", "/system.slice"},
 	} {
+		if dir, err := ParentDir(tc.driver, tc.parent); err != nil || dir != tc.parentDir {
+			t.Errorf("ParentDir(%q, %q) = %q, %v; want %q", tc.driver, tc.parent, dir, err, tc.parentDir)
+		}
 		got, err := Path(OCIPath(tc.driver, tc.parent, "abc"), tc.driver)
 		if err != nil {
 			t.Errorf("Path(OCIPath(%q, %q)): %v", tc.driver, tc.parent, err)
@@ -86,6 +89,18 @@ func TestOCIPathNestsUnderParent(t *testing.T) {
 		}
 		if dir, base := path.Split(got); path.Clean(dir) != tc.parentDir || !strings.Contains(base, "abc") {
 			t.Errorf("Path(OCIPath(%q, %q)) = %q, want a child of %q named for abc", tc.driver, tc.parent, got, tc.parentDir)
+		}
+	}
+}
+
+func TestParentDirRefusesMalformed(t *testing.T) {
+	for _, tc := range []struct{ driver, parent string }{
+		{DriverCgroupfs, "kubepods/pod1"}, // relative
+		{DriverSystemd, "kubepods"},       // not a slice
+		{DriverSystemd, "kubepods--x.slice"},
+	} {
+		if got, err := ParentDir(tc.driver, tc.parent); err == nil {
+			t.Errorf("ParentDir(%q, %q) = %q, want an error", tc.driver, tc.parent, got)
 		}
 	}
 }
