@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/containerd/containerd"
 	tasks "github.com/containerd/containerd/api/services/tasks/v1"
 	"github.com/containerd/containerd/errdefs"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/crishim/crishim/internal/runtimeopts"
 	"github.com/crishim/crishim/stats"
 )
 
@@ -19,12 +19,7 @@ type snapshotterRooter interface {
 	SnapshotterRoot(ctx context.Context) string
 }
 
-func (m *Manager) snapshotter() string {
-	if m.cfg.Snapshotter == "" {
-		return containerd.DefaultSnapshotter
-	}
-	return m.cfg.Snapshotter
-}
+func (m *Manager) snapshotter() string { return runtimeopts.Snapshotter(m.cfg.Snapshotter) }
 
 // Stats reports one container; a container without a running task has
 // attributes and its writable layer only.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/crishim/crishim/image"
 	"github.com/crishim/crishim/integration/testenv"
+	"github.com/crishim/crishim/internal/runtimeopts"
 	"github.com/crishim/crishim/network"
 )
 
@@ -110,7 +111,7 @@ func setupReal(t *testing.T, extraPlugin string) *realEnv {
 		SandboxImage: stk.PauseImage,
 		CgroupDriver: "cgroupfs",
 		Snapshotter:  "overlayfs",
-		Runtime:      runcV2,
+		Runtime:      runtimeopts.RuncV2,
 	}
 	m := New(client, nil, nm, cfg)
 	m.images = &pulledPause{client: client, ref: stk.PauseImage, hostsDir: stk.RegistryConfigDir}
@@ -465,8 +466,8 @@ func TestRealFailedNetworkLeavesNothing(t *testing.T) {
 			t.Errorf("%s/sandboxes holds %d entries", root, len(entries))
 		}
 	}
-	if err := e.m.reserve(nameKey(realPod("fail").Metadata), "probe"); err != nil {
-		t.Errorf("name still reserved after failed Run: %v", err)
+	if other, ok := e.m.names.Add(nameKey(realPod("fail").Metadata), "probe"); !ok {
+		t.Errorf("name still reserved for %s after failed Run", other)
 	}
 }
 

@@ -82,7 +82,7 @@ func (m *Manager) stopLocked(ctx context.Context, p *pod) (retErr error) {
 	if err := faultpoint.Hit("sandbox.beforeTeardown"); err != nil {
 		return err
 	}
-	if !stopped && p.netnsPath != "" {
+	if p.netnsPath != "" {
 		if err := m.net.Teardown(ctx, p.id, p.netnsPath, p.cfg); err != nil {
 			return fmt.Errorf("stop pod %s: %w", p.id, err)
 		}
@@ -95,7 +95,7 @@ func (m *Manager) stopLocked(ctx context.Context, p *pod) (retErr error) {
 			return fmt.Errorf("stop pod %s: %w", p.id, err)
 		}
 	}
-	if c != nil && !stopped {
+	if c != nil {
 		err := updateRecord(ctx, c, func(r *crishimpb.SandboxRecord) {
 			r.Stopped, r.NetworkReady = true, false
 		})
@@ -167,11 +167,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	// The stop deleted the pause task, and the pause container's snapshot
 	// is keyed by the pod ID: delete both directly instead of loading the
 	// container for containerd.Container.Delete (three round trips less).
-	snapshotter := m.cfg.Snapshotter
-	if snapshotter == "" {
-		snapshotter = containerd.DefaultSnapshotter
-	}
-	if err := m.client.SnapshotService(snapshotter).Remove(ctx, p.id); err != nil && !errdefs.IsNotFound(err) {
+	if err := m.client.SnapshotService(m.snapshotter()).Remove(ctx, p.id); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("delete pause snapshot of pod %s: %w", p.id, err)
 	}
 	if err := m.client.ContainerService().Delete(ctx, p.id); err != nil && !errdefs.IsNotFound(err) {
