@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -132,6 +133,8 @@ type Manager struct {
 	// stopEvents ends (oom.go).
 	eventsOnce sync.Once
 	stopEvents context.CancelFunc
+	// following is true while the task event stream is subscribed.
+	following atomic.Bool
 }
 
 // entry is the in-memory view of one container; status queries are

@@ -23,8 +23,9 @@ import (
 // containerd's exit event before its reason is settled. The shim sends a
 // container's OOM event before its exit event, on one ordered stream, so
 // once the exit event has arrived any OOM event has too; crishim learns of
-// the exit itself through Wait, which may come first.
-const exitEventWait = time.Second
+// the exit itself through Wait, which may come first. The event comes
+// within milliseconds; on a loaded node the stream has lagged a second.
+const exitEventWait = 5 * time.Second
 
 // startTaskEvents follows containerd's task OOM and exit events for the
 // manager's lifetime (until Close). The OOM events are how crishim knows
@@ -57,6 +58,7 @@ func (m *Manager) followTaskEvents(ctx context.Context) {
 	for {
 		sctx, cancel := context.WithCancel(ctx)
 		evc, errc := m.client.Subscribe(sctx, filters...)
+		m.following.Store(true)
 		err := func() error {
 			for {
 				select {
@@ -68,6 +70,7 @@ func (m *Manager) followTaskEvents(ctx context.Context) {
 				}
 			}
 		}()
+		m.following.Store(false)
 		cancel()
 		if ctx.Err() != nil {
 			return
@@ -144,6 +147,9 @@ func (m *Manager) exitReasonOf(e *entry, code uint32) string {
 	}
 	if e.sawOOM() || m.oomKilled(e.currentSpec()) {
 		return ReasonOOMKilled
+	}
+	if !m.following.Load() {
+		return ReasonError // no exit event is coming
 	}
 	select {
 	case <-e.exitEvent:

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	eventstypes "github.com/containerd/containerd/api/events"
 	ctrdruntime "github.com/containerd/containerd/runtime"
@@ -21,6 +22,7 @@ func oomTestManager(t *testing.T, driver string, ids ...string) (*Manager, map[s
 			exited: make(chan struct{}), exitEvent: make(chan struct{}),
 			spec: &specs.Spec{Linux: &specs.Linux{CgroupsPath: "kubepods-burstable-pod1.slice:crishim:" + id}}}
 	}
+	m.following.Store(true) // as if subscribed: the tests deliver the events
 	return m, m.containers
 }
 
@@ -74,6 +76,23 @@ func TestOOMEventAfterExitIsSeen(t *testing.T) {
 	deliver(t, m, ctrdruntime.TaskExitEventTopic, &eventstypes.TaskExit{ContainerID: "a", ID: "a", ExitStatus: 137})
 	if r := <-got; r != ReasonOOMKilled {
 		t.Errorf("reason %s, want %s", r, ReasonOOMKilled)
+	}
+}
+
+// With no event stream (containerd restarting), a failed exit waits for no
+// exit event: nothing would deliver it.
+func TestNoExitEventWaitWithoutStream(t *testing.T) {
+	m, es := oomTestManager(t, "systemd", "a")
+	m.following.Store(false)
+	done := make(chan string, 1)
+	go func() { done <- m.exitReasonOf(es["a"], 1) }()
+	select {
+	case r := <-done:
+		if r != ReasonError {
+			t.Errorf("reason %s, want %s", r, ReasonError)
+		}
+	case <-time.After(exitEventWait / 2):
+		t.Fatal("a failed exit waited for an exit event no stream can deliver")
 	}
 }
 
