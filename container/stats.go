@@ -10,6 +10,7 @@ import (
 	"github.com/containerd/containerd/errdefs"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/crishim/crishim/internal/cgroup"
 	"github.com/crishim/crishim/stats"
 )
 
@@ -99,35 +100,26 @@ func statsFilterMatches(f *runtime.ContainerStatsFilter, e *entry) bool {
 	}, e, runtime.ContainerState_CONTAINER_UNKNOWN)
 }
 
-// statsOf asks containerd for the metrics of all entries in one call and
-// adds each writable layer's usage.
+// statsOf reads the cgroups of all entries and adds each writable layer's
+// usage. A cgroup crishim cannot read itself (not where the spec put it)
+// is asked of containerd, for all such entries in one call.
 func (m *Manager) statsOf(ctx context.Context, entries []*entry) ([]*runtime.ContainerStats, map[string]stats.Sample, error) {
 	if len(entries) == 0 {
 		return nil, nil, nil
 	}
-	filters := make([]string, len(entries))
-	for i, e := range entries {
-		filters[i] = "id==" + e.id
-	}
-	resp, err := m.client.TaskService().Metrics(ctx, &tasks.MetricsRequest{Filters: filters})
-	if err != nil {
-		return nil, nil, fmt.Errorf("task metrics: %w", errdefs.FromGRPC(err))
-	}
-	samples := map[string]stats.Sample{}
-	for _, mt := range resp.Metrics {
-		if mt.GetData() == nil {
+	samples := make(map[string]stats.Sample, len(entries))
+	var filters []string
+	for _, e := range entries {
+		if s, err := m.readCgroup(e); err == nil {
+			samples[e.id] = s
 			continue
 		}
-		at := time.Now()
-		if ts := mt.GetTimestamp(); ts != nil {
-			at = ts.AsTime()
+		filters = append(filters, "id=="+e.id)
+	}
+	if len(filters) > 0 {
+		if err := m.taskSamples(ctx, filters, samples); err != nil {
+			return nil, nil, err
 		}
-		s, err := stats.Decode(mt.GetData().GetTypeUrl(), mt.GetData().GetValue(), at)
-		if err != nil {
-			m.log().WithError(err).WithField("container", mt.GetID()).Warn("decode task metrics")
-			continue
-		}
-		samples[mt.GetID()] = s
 	}
 	fsRoot := ""
 	if r, ok := m.images.(snapshotterRooter); ok {
@@ -160,6 +152,51 @@ func (m *Manager) statsOf(ctx context.Context, entries []*entry) ([]*runtime.Con
 		out = append(out, cs)
 	}
 	return out, samples, nil
+}
+
+// readCgroup samples a running container's cgroup from its files, where
+// its spec placed it. Other states go to containerd, which knows whether
+// their task still has a cgroup to report.
+func (m *Manager) readCgroup(e *entry) (stats.Sample, error) {
+	e.mu.Lock()
+	state := e.state
+	e.mu.Unlock()
+	if state != runtime.ContainerState_CONTAINER_RUNNING {
+		return stats.Sample{}, fmt.Errorf("container %s is not running", e.id)
+	}
+	if e.spec == nil || e.spec.Linux == nil {
+		return stats.Sample{}, fmt.Errorf("container %s has no linux spec", e.id)
+	}
+	dir, err := cgroup.Path(e.spec.Linux.CgroupsPath, m.cfg.CgroupDriver)
+	if err != nil {
+		return stats.Sample{}, err
+	}
+	return stats.ReadCgroup(m.cgroupRoot, dir, m.cgroupV2, time.Now())
+}
+
+// taskSamples asks containerd for the task metrics matching filters, in
+// one call, and adds them to samples.
+func (m *Manager) taskSamples(ctx context.Context, filters []string, samples map[string]stats.Sample) error {
+	resp, err := m.client.TaskService().Metrics(ctx, &tasks.MetricsRequest{Filters: filters})
+	if err != nil {
+		return fmt.Errorf("task metrics: %w", errdefs.FromGRPC(err))
+	}
+	for _, mt := range resp.Metrics {
+		if mt.GetData() == nil {
+			continue
+		}
+		at := time.Now()
+		if ts := mt.GetTimestamp(); ts != nil {
+			at = ts.AsTime()
+		}
+		s, err := stats.Decode(mt.GetData().GetTypeUrl(), mt.GetData().GetValue(), at)
+		if err != nil {
+			m.log().WithError(err).WithField("container", mt.GetID()).Warn("decode task metrics")
+			continue
+		}
+		samples[mt.GetID()] = s
+	}
+	return nil
 }
 
 // ImageNames maps container IDs to the image names their clients used,

@@ -22,6 +22,7 @@ import (
 	"github.com/crishim/crishim/events"
 	"github.com/crishim/crishim/idprefix"
 	"github.com/crishim/crishim/image"
+	"github.com/crishim/crishim/internal/cgroup"
 	"github.com/crishim/crishim/journal"
 	"github.com/crishim/crishim/names"
 	"github.com/crishim/crishim/network"
@@ -88,6 +89,8 @@ type Manager struct {
 
 	// cpu keeps each pod's previous CPU sample for rates.
 	cpu *stats.Rates
+	// cgroupV2 tells how to read the pause containers' cgroups.
+	cgroupV2 bool
 	// events receives lifecycle transitions; nil until SetPublisher.
 	events events.Publisher
 
@@ -144,6 +147,7 @@ func New(client *containerd.Client, images *image.Service, net *network.Manager,
 		cfg:      cfg,
 		oomFloor: oomscore.Own(),
 		cpu:      stats.NewRates(),
+		cgroupV2: cgroup.V2(),
 		pods:     map[string]*pod{},
 		names:    names.New("pod sandbox", createTimeout),
 		journal:  journal.New(filepath.Join(cfg.Root, "journal", "sandboxes")),
