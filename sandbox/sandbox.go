@@ -323,13 +323,16 @@ func (m *Manager) List(ctx context.Context, filter *runtime.PodSandboxFilter) ([
 	defer m.mu.RUnlock()
 	var out []*runtime.PodSandbox
 	for _, p := range m.pods {
+		// The kubelet lists every second: the metadata and maps are
+		// shared, not copied, as a pod's config never changes once it is
+		// published and the list is only read (marshalled).
 		s := &runtime.PodSandbox{
 			Id:             p.id,
-			Metadata:       proto.Clone(p.cfg.GetMetadata()).(*runtime.PodSandboxMetadata),
+			Metadata:       p.cfg.GetMetadata(),
 			State:          p.state(),
 			CreatedAt:      p.createdAt.UnixNano(),
-			Labels:         copyMap(p.cfg.GetLabels()),
-			Annotations:    copyMap(p.cfg.GetAnnotations()),
+			Labels:         p.cfg.GetLabels(),
+			Annotations:    p.cfg.GetAnnotations(),
 			RuntimeHandler: p.handler,
 		}
 		if matches(filter, s) {
