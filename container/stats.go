@@ -8,6 +8,7 @@ import (
 	"github.com/containerd/containerd"
 	tasks "github.com/containerd/containerd/api/services/tasks/v1"
 	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/snapshots"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crishim/crishim/internal/cgroup"
@@ -18,6 +19,12 @@ import (
 // the filesystem writable layers live on.
 type snapshotterRooter interface {
 	SnapshotterRoot(ctx context.Context) string
+}
+
+// activeUsager is the optional part of the image service that measures a
+// writable layer without asking containerd where it can.
+type activeUsager interface {
+	ActiveUsage(ctx context.Context, key string) (snapshots.Usage, error)
 }
 
 func (m *Manager) snapshotter() string {
@@ -125,7 +132,10 @@ func (m *Manager) statsOf(ctx context.Context, entries []*entry) ([]*runtime.Con
 	if r, ok := m.images.(snapshotterRooter); ok {
 		fsRoot = r.SnapshotterRoot(ctx)
 	}
-	sn := m.client.SnapshotService(m.snapshotter())
+	usage := m.client.SnapshotService(m.snapshotter()).Usage
+	if u, ok := m.images.(activeUsager); ok {
+		usage = u.ActiveUsage
+	}
 	out := make([]*runtime.ContainerStats, 0, len(entries))
 	for _, e := range entries {
 		cs := &runtime.ContainerStats{Attributes: &runtime.ContainerAttributes{
@@ -139,7 +149,7 @@ func (m *Manager) statsOf(ctx context.Context, entries []*entry) ([]*runtime.Con
 			cs.Memory = s.MemoryUsageCRI()
 		}
 		now := time.Now()
-		if u, err := sn.Usage(ctx, e.id); err == nil {
+		if u, err := usage(ctx, e.id); err == nil {
 			cs.WritableLayer = &runtime.FilesystemUsage{
 				Timestamp:  now.UnixNano(),
 				FsId:       &runtime.FilesystemIdentifier{Mountpoint: fsRoot},

@@ -302,6 +302,25 @@ func TestStatsMatchTaskMetrics(t *testing.T) {
 		t.Fatalf("%v\n%s", err, last)
 	}
 
+	// The writable layer, which crishim measures itself under overlayfs:
+	// what containerd's snapshotter reports for the same snapshot.
+	c.execSync(ctrID, 10, "sh", "-c", "head -c 300000 /dev/zero > /written && mkdir /d && touch /d/a /d/b")
+	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), testenv.Namespace), 30*time.Second)
+	defer cancel()
+	snapUsage, err := cd.SnapshotService("overlayfs").Usage(ctx, ctrID)
+	if err != nil {
+		t.Fatalf("snapshot usage of %s: %v", ctrID, err)
+	}
+	st, err := c.rt.ContainerStats(rpcCtx(t), &runtime.ContainerStatsRequest{ContainerId: ctrID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wl := st.GetStats().GetWritableLayer()
+	if wl.GetUsedBytes().GetValue() != uint64(snapUsage.Size) || wl.GetInodesUsed().GetValue() != uint64(snapUsage.Inodes) || snapUsage.Size < 300000 {
+		t.Errorf("writable layer %d bytes %d inodes, containerd's snapshot %d bytes %d inodes",
+			wl.GetUsedBytes().GetValue(), wl.GetInodesUsed().GetValue(), snapUsage.Size, snapUsage.Inodes)
+	}
+
 	// The pod: its process count is the pause's plus the container's.
 	resp, err := c.rt.PodSandboxStats(rpcCtx(t), &runtime.PodSandboxStatsRequest{PodSandboxId: podID})
 	if err != nil {
