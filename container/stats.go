@@ -108,8 +108,8 @@ func statsFilterMatches(f *runtime.ContainerStatsFilter, e *entry) bool {
 }
 
 // statsOf reads the cgroups of all entries and adds each writable layer's
-// usage. A cgroup crishim cannot read itself (not where the spec put it)
-// is asked of containerd, for all such entries in one call.
+// usage. Containers that are not running, or whose cgroup crishim cannot
+// read where their spec put it, are asked of containerd, all in one call.
 func (m *Manager) statsOf(ctx context.Context, entries []*entry) ([]*runtime.ContainerStats, map[string]stats.Sample, error) {
 	if len(entries) == 0 {
 		return nil, nil, nil
