@@ -13,17 +13,17 @@ import (
 // can take. Detected for every spec rather than once: the kubelet's QoS
 // cgroups, and the controllers enabled in them, come and go.
 func (m *Manager) cgroupCaps(parent string) cgroupCaps {
-	dir := parent
-	if m.cfg.CgroupDriver == cgroup.DriverSystemd {
-		// A malformed slice fails at runc; the root's controllers are as
+	dir, err := cgroup.ParentDir(m.cfg.CgroupDriver, parent)
+	if err != nil {
+		// A malformed parent fails at runc; the root's controllers are as
 		// good an answer as any until then.
-		dir, _ = cgroup.SliceDir(parent)
+		dir = "/"
 	}
 	return cgroupCaps{v2: m.cgroupV2, hugetlb: cgroup.HugetlbUsable(dir)}
 }
 
 // cgroupParentOf recovers the pod's cgroup parent from a container spec
-// made by withCgroupsPath.
+// made by cgroup.OCIPath.
 func cgroupParentOf(spec *specs.Spec, driver string) string {
 	if spec == nil || spec.Linux == nil {
 		return ""

@@ -18,7 +18,6 @@ import (
 
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/api/services/tasks/v1"
-	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/cio"
 	"github.com/containerd/containerd/containers"
 	"github.com/containerd/containerd/errdefs"
@@ -37,6 +36,8 @@ import (
 	"github.com/crishim/crishim/idprefix"
 	"github.com/crishim/crishim/image"
 	"github.com/crishim/crishim/internal/cgroup"
+	"github.com/crishim/crishim/internal/runtimeopts"
+	"github.com/crishim/crishim/internal/undo"
 	"github.com/crishim/crishim/journal"
 	"github.com/crishim/crishim/lifecycle"
 	"github.com/crishim/crishim/names"
@@ -199,7 +200,7 @@ func (m *Manager) nsCtx(ctx context.Context) context.Context {
 // cleanupCtx is a fresh context for undo and bookkeeping work that must
 // happen even when the request that caused it is gone.
 func (m *Manager) cleanupCtx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(m.nsCtx(context.Background()), time.Minute)
+	return undo.Context(m.client.DefaultNamespace())
 }
 
 func newID() string {
@@ -349,57 +350,48 @@ func (m *Manager) create(ctx context.Context, id, podID string, cfg *runtime.Con
 
 	// images.Get unpacked the image; img.WithNewSnapshot unpacks it again
 	// should its layers have gone since.
-	var runtimeOpts interface{}
-	if m.cfg.CgroupDriver == "systemd" {
-		runtimeOpts = &runcoptions.Options{SystemdCgroup: true}
-	}
-	rt := m.cfg.Runtime
-	if rt == "" {
-		rt = "io.containerd.runc.v2"
-	}
 	var spec *specs.Spec
-	var newOpts []containerd.NewContainerOpts
-	if m.cfg.Snapshotter != "" {
-		newOpts = append(newOpts, containerd.WithSnapshotter(m.cfg.Snapshotter))
-	}
-	newOpts = append(newOpts,
-		img.WithNewSnapshot(id, m.cfg.Snapshotter),
+	newOpts := []containerd.NewContainerOpts{
+		containerd.WithSnapshotter(m.snapshotter()),
+		img.WithNewSnapshot(id, m.snapshotter()),
 		withNewSpec(&spec, opts...),
-		containerd.WithRuntime(rt, runtimeOpts),
+		containerd.WithRuntime(runtimeopts.Name(m.cfg.Runtime), runtimeopts.Options(m.cfg.Runtime, m.cfg.CgroupDriver)),
 		containerd.WithContainerLabels(map[string]string{LabelKind: KindContainer, LabelSandboxID: sb.ID}),
 		containerd.WithContainerExtension(ExtensionRecord, rec),
 		containerd.WithContainerExtension(ExtensionStatus, status),
-	)
-	if err := m.journal.Write(id, createIntent{ID: id}); err != nil {
-		return "", err
 	}
-	defer func() {
-		// On success the entry went once the container was published; on
-		// failure it goes once the undo below has run (defers run last first).
-		if retErr != nil {
-			if err := m.journal.Remove(id); err != nil {
-				log.WithError(err).Warn("remove journal entry")
-			}
-		}
-	}()
-	c, err := m.client.NewContainer(ctx, id, newOpts...)
-	if err != nil {
-		cctx, cancel := m.cleanupCtx()
-		defer cancel()
-		if rerr := m.client.SnapshotService(m.cfg.Snapshotter).Remove(cctx, id); rerr != nil && !errdefs.IsNotFound(rerr) {
-			log.WithError(rerr).Warn("remove snapshot of failed container")
-		}
-		return "", fmt.Errorf("create container %s: %w", cfg.GetMetadata().GetName(), err)
-	}
+	var undos undo.Stack
 	defer func() {
 		if retErr != nil {
 			cctx, cancel := m.cleanupCtx()
 			defer cancel()
-			if err := c.Delete(cctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
-				log.WithError(err).Warn("delete container after failed create")
-			}
+			// Run logs each failure; the create's own error is the answer.
+			_ = undos.Run(cctx, log)
 		}
 	}()
+	if err := m.journal.Write(id, createIntent{ID: id}); err != nil {
+		return "", err
+	}
+	// On success the entry goes before the container is published; on
+	// failure once the undo of everything after it has run.
+	undos.Add("remove journal entry", func(context.Context) error { return m.journal.Remove(id) })
+	c, err := m.client.NewContainer(ctx, id, newOpts...)
+	if err != nil {
+		// The snapshot may have been prepared before the create failed.
+		undos.Add("remove snapshot", func(cctx context.Context) error {
+			if err := m.client.SnapshotService(m.snapshotter()).Remove(cctx, id); err != nil && !errdefs.IsNotFound(err) {
+				return err
+			}
+			return nil
+		})
+		return "", fmt.Errorf("create container %s: %w", cfg.GetMetadata().GetName(), err)
+	}
+	undos.Add("delete container", func(cctx context.Context) error {
+		if err := c.Delete(cctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+			return err
+		}
+		return nil
+	})
 	if err := faultpoint.Hit("container.afterCreate"); err != nil {
 		return "", err
 	}
@@ -721,14 +713,12 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 func (m *Manager) deleteContainer(ctx context.Context, id string) error {
 	// Usually the exit handler has deleted the task already. Then the
 	// snapshot (keyed by the container ID) and the record go directly:
-	// three round trips instead of six through containerd.Container.
-	_, err := m.client.TaskService().Get(ctx, &tasks.GetRequest{ContainerID: id})
-	if err = errdefs.FromGRPC(err); errdefs.IsNotFound(err) {
-		snapshotter := m.cfg.Snapshotter
-		if snapshotter == "" {
-			snapshotter = containerd.DefaultSnapshotter
-		}
-		if err := m.client.SnapshotService(snapshotter).Remove(ctx, id); err != nil && !errdefs.IsNotFound(err) {
+	// three round trips instead of six through containerd.Container. The
+	// first is a delete rather than a lookup: the record must not go
+	// while containerd still holds a task of it (see DeleteTask), since
+	// nothing could delete that task afterwards.
+	if lifecycle.DeleteTask(ctx, m.client, id) == nil {
+		if err := m.client.SnapshotService(m.snapshotter()).Remove(ctx, id); err != nil && !errdefs.IsNotFound(err) {
 			return err
 		}
 		if err := m.client.ContainerService().Delete(ctx, id); err != nil && !errdefs.IsNotFound(err) {

@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/remotes/docker"
 	"github.com/containerd/containerd/remotes/docker/config"
+	"github.com/containerd/containerd/snapshots"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -331,5 +332,57 @@ func waitUntil(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 10s")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A create that fails inside containerd's NewContainer, after the
+// writable snapshot was prepared (the spec is generated after it), takes
+// back every step: no snapshot, containerd container, journal entry or
+// name is left.
+func TestContainerdFailedCreateLeavesNothing(t *testing.T) {
+	e := setup(t)
+	sn := e.client.SnapshotService("overlayfs")
+	snapshotsNow := func() map[string]bool {
+		t.Helper()
+		keys := map[string]bool{}
+		if err := sn.Walk(e.ctx, func(_ context.Context, info snapshots.Info) error {
+			keys[info.Name] = true
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return keys
+	}
+	before := snapshotsNow()
+	cfg := &runtime.ContainerConfig{
+		Metadata: &runtime.ContainerMetadata{Name: "nodevice"},
+		Image:    &runtime.ImageSpec{Image: e.image},
+		Command:  []string{"true"},
+		// Accepted by validation; spec generation fails to stat it.
+		Devices: []*runtime.Device{{HostPath: "/dev/crishim-no-such-device", ContainerPath: "/dev/x", Permissions: "rwm"}},
+	}
+	if id, err := e.m.Create(e.ctx, e.podID, cfg, e.pod); err == nil {
+		t.Fatalf("Create with a missing device = %s, want an error", id)
+	}
+	for key := range snapshotsNow() {
+		if !before[key] {
+			t.Errorf("snapshot %s left behind", key)
+		}
+	}
+	list, err := e.client.ContainerService().List(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range list {
+		if c.Labels[LabelSandboxID] == e.podID {
+			t.Errorf("containerd container %s left behind", c.ID)
+		}
+	}
+	if ids, err := e.m.journal.Entries(); err != nil || len(ids) != 0 {
+		t.Errorf("journal entries %v, %v; want none", ids, err)
+	}
+	cfg.Devices = nil
+	if _, err := e.m.Create(e.ctx, e.podID, cfg, e.pod); err != nil {
+		t.Errorf("name still taken after the failed create: %v", err)
 	}
 }

@@ -71,6 +71,7 @@ type logSink struct {
 // logFile is an open log file: an *os.File outside tests.
 type logFile interface {
 	io.WriteCloser
+	io.Seeker
 	Stat() (os.FileInfo, error)
 	Truncate(size int64) error
 }
@@ -242,14 +243,26 @@ func (s *logSink) droppedFields() logrus.Fields {
 // file, so that the log holds whole entries only; failing that, the next
 // entry starts on a new line.
 func (s *logSink) unwrite(n int) {
+	// The failed write ended at the file offset (O_APPEND moves it to the
+	// end of each write). Cut back only while the file still ends there:
+	// cut at a size that is stale by then (the file truncated under us to
+	// free space), the file would grow by zeros instead.
+	end, err := s.f.Seek(0, io.SeekCurrent)
+	if err != nil {
+		s.torn = true
+		return
+	}
 	st, err := s.f.Stat()
 	switch {
 	case err != nil:
 		s.torn = true
-	case st.Size() < int64(n):
-		// Truncated under us since the write (to free space): the
-		// fragment went with it.
-	case s.f.Truncate(st.Size()-int64(n)) != nil:
+	case st.Size() < end:
+		// Truncated under us since the write: the fragment went with it.
+	case st.Size() > end:
+		// Written to by someone else since: the fragment stays, and the
+		// next entry starts on a line of its own.
+		s.torn = true
+	case s.f.Truncate(end-int64(n)) != nil:
 		s.torn = true
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/errdefs"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -62,11 +61,7 @@ func (m *Manager) undoInterrupted(ctx context.Context) {
 		err := m.deleteContainer(ctx, id)
 		if err == nil {
 			// The crash may have come between the snapshot and the container.
-			sn := m.cfg.Snapshotter
-			if sn == "" {
-				sn = containerd.DefaultSnapshotter
-			}
-			err = m.client.SnapshotService(sn).Remove(ctx, id)
+			err = m.client.SnapshotService(m.snapshotter()).Remove(ctx, id)
 			if errdefs.IsNotFound(err) {
 				err = nil
 			}

@@ -17,6 +17,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crishim/crishim/image"
+	"github.com/crishim/crishim/internal/cgroup"
 	"github.com/crishim/crishim/oomscore"
 	"github.com/crishim/crishim/sandbox"
 )
@@ -111,7 +112,7 @@ func specOpts(in specInput) ([]oci.SpecOpts, error) {
 	}
 	opts = append(opts,
 		withResources(cfg.GetLinux().GetResources(), in.OwnOOMScoreAdj, in.Cgroups),
-		withCgroupsPath(pod.GetLinux().GetCgroupParent(), in.ID, in.CgroupDriver),
+		oci.WithCgroup(cgroup.OCIPath(in.CgroupDriver, pod.GetLinux().GetCgroupParent(), in.ID)),
 	)
 	nsOpt, err := withPodNamespaces(namespaceOptions(cfg, pod), in.Sandbox, in.TargetPID)
 	if err != nil {
@@ -571,24 +572,6 @@ func withResources(r *runtime.LinuxContainerResources, ownOOM int, caps cgroupCa
 		}
 		adj := oomscore.Clamp(r.GetOomScoreAdj(), ownOOM)
 		s.Process.OOMScoreAdj = &adj
-		return nil
-	}
-}
-
-// withCgroupsPath nests the container under the pod's cgroup.
-func withCgroupsPath(parent, id, driver string) oci.SpecOpts {
-	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
-		if driver == "systemd" {
-			slice := filepath.Base(parent)
-			if parent == "" {
-				slice = "system.slice"
-			}
-			s.Linux.CgroupsPath = slice + ":crishim:" + id
-			return nil
-		}
-		if parent != "" {
-			s.Linux.CgroupsPath = filepath.Join(parent, id)
-		}
 		return nil
 	}
 }

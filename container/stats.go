@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/containerd/containerd"
 	tasks "github.com/containerd/containerd/api/services/tasks/v1"
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/snapshots"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crishim/crishim/internal/cgroup"
+	"github.com/crishim/crishim/internal/runtimeopts"
 	"github.com/crishim/crishim/stats"
 )
 
@@ -27,12 +27,7 @@ type activeUsager interface {
 	ActiveUsage(ctx context.Context, key string) (snapshots.Usage, error)
 }
 
-func (m *Manager) snapshotter() string {
-	if m.cfg.Snapshotter == "" {
-		return containerd.DefaultSnapshotter
-	}
-	return m.cfg.Snapshotter
-}
+func (m *Manager) snapshotter() string { return runtimeopts.Snapshotter(m.cfg.Snapshotter) }
 
 // Stats reports one container; a container without a running task has
 // attributes and its writable layer only.

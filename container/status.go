@@ -78,7 +78,7 @@ func (m *Manager) Status(ctx context.Context, id string, verbose bool) (*runtime
 		"pid":         pid,
 		"removing":    status.GetRemoving(),
 		"snapshotKey": e.id,
-		"snapshotter": m.cfg.Snapshotter,
+		"snapshotter": m.snapshotter(),
 		"runtimeType": m.cfg.Runtime,
 		"stopSignal":  e.rec.StopSignal,
 		"runtimeSpec": e.currentSpec(),

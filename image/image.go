@@ -20,6 +20,8 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/sirupsen/logrus"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crishim/crishim/internal/runtimeopts"
 )
 
 const (
@@ -76,9 +78,7 @@ type Service struct {
 
 // New returns an image service; client must carry crishim's namespace as its default.
 func New(client *containerd.Client, cfg Config) *Service {
-	if cfg.Snapshotter == "" {
-		cfg.Snapshotter = containerd.DefaultSnapshotter
-	}
+	cfg.Snapshotter = runtimeopts.Snapshotter(cfg.Snapshotter)
 	if cfg.ContainerdRoot == "" {
 		cfg.ContainerdRoot = "/var/lib/containerd"
 	}

@@ -7,6 +7,8 @@ import (
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/containers"
 	"github.com/containerd/containerd/errdefs"
+
+	"github.com/crishim/crishim/internal/runtimeopts"
 )
 
 // WithNewSnapshot prepares container id's root filesystem on the image's
@@ -22,10 +24,7 @@ func (l *Local) WithNewSnapshot(id, snapshotter string) containerd.NewContainerO
 	}
 	return func(ctx context.Context, client *containerd.Client, c *containers.Container) error {
 		if c.Snapshotter == "" {
-			c.Snapshotter = snapshotter
-		}
-		if c.Snapshotter == "" {
-			c.Snapshotter = containerd.DefaultSnapshotter
+			c.Snapshotter = runtimeopts.Snapshotter(snapshotter)
 		}
 		sn := client.SnapshotService(c.Snapshotter)
 		parent := l.ChainID.String()

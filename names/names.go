@@ -79,17 +79,6 @@ func (r *Registry) Release(name, id string) {
 	}
 }
 
-// Holder returns the ID holding name, if any.
-func (r *Registry) Holder(name string) (string, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	e, ok := r.names[name]
-	if !ok {
-		return "", false
-	}
-	return e.id, true
-}
-
 func (r *Registry) exists(name, id string) error {
 	return fmt.Errorf("%s name %q is reserved for %s: %w", r.kind, name, id, errdefs.ErrAlreadyExists)
 }

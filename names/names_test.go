@@ -32,8 +32,8 @@ func TestFailureFreesName(t *testing.T) {
 	if _, err := r.Create(context.Background(), "n", "id1", func(context.Context) error { return boom }); !errors.Is(err, boom) {
 		t.Fatalf("got %v", err)
 	}
-	if _, ok := r.Holder("n"); ok {
-		t.Fatal("failed creation kept the name")
+	if other, ok := r.Add("n", "id2"); !ok {
+		t.Fatalf("failed creation kept the name for %s", other)
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 	"github.com/sirupsen/logrus"
 	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crishim/crishim/internal/runtimeopts"
 )
 
 // runIntent is the journal entry of a Run in progress: enough to undo it
@@ -110,7 +112,7 @@ func (m *Manager) undoRun(ctx context.Context, id, netnsPath string, cfg *runtim
 	c, err := m.client.LoadContainer(ctx, id)
 	switch {
 	case err == nil:
-		if err := killPause(ctx, c); err != nil {
+		if err := killPause(ctx, m.client, c); err != nil {
 			errs = append(errs, fmt.Errorf("delete pause task: %w", err))
 		} else if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("delete pause container: %w", err))
@@ -145,12 +147,7 @@ func (m *Manager) undoRun(ctx context.Context, id, netnsPath string, cfg *runtim
 	return errors.Join(errs...)
 }
 
-func (m *Manager) snapshotter() string {
-	if m.cfg.Snapshotter == "" {
-		return containerd.DefaultSnapshotter
-	}
-	return m.cfg.Snapshotter
-}
+func (m *Manager) snapshotter() string { return runtimeopts.Snapshotter(m.cfg.Snapshotter) }
 
 // finishInterruptedStops completes the stop of recovered pods whose pause
 // is gone but whose network is still attached: a StopPodSandbox that

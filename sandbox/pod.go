@@ -129,23 +129,6 @@ func matches(f *runtime.PodSandboxFilter, s *runtime.PodSandbox) bool {
 	return true
 }
 
-// cgroupsPath places the pause container under the pod's cgroup parent in
-// the syntax of the cgroup driver runc is told to use.
-func cgroupsPath(driver, parent, id string) string {
-	if driver == "systemd" {
-		slice := parent
-		if slice == "" {
-			slice = "system.slice"
-		}
-		// runc's systemd driver takes "slice:prefix:name".
-		return slice + ":crishim:" + id
-	}
-	if parent == "" {
-		parent = "/crishim"
-	}
-	return strings.TrimSuffix(parent, "/") + "/" + id
-}
-
 // Validate runs the checks RunPodSandbox makes on cfg before it calls
 // containerd or CNI; exported so the validation layer can be fuzzed alone.
 func Validate(cfg *runtime.PodSandboxConfig) error { return validate(cfg) }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/crishim/crishim/image"
 	"github.com/crishim/crishim/integration/testenv"
+	"github.com/crishim/crishim/internal/runtimeopts"
 	"github.com/crishim/crishim/network"
 )
 
@@ -110,7 +111,7 @@ func setupReal(t *testing.T, extraPlugin string) *realEnv {
 		SandboxImage: stk.PauseImage,
 		CgroupDriver: "cgroupfs",
 		Snapshotter:  "overlayfs",
-		Runtime:      runcV2,
+		Runtime:      runtimeopts.RuncV2,
 	}
 	m := New(client, nil, nm, cfg)
 	m.images = &pulledPause{client: client, ref: stk.PauseImage, hostsDir: stk.RegistryConfigDir}
@@ -218,8 +219,18 @@ func TestRealPodLifecycle(t *testing.T) {
 	if got := e.allocations(t); len(got) != 1 || got[0] != s.IP {
 		t.Errorf("IP allocations = %v, want [%s]", got, s.IP)
 	}
-	// The pause runs /pause in the pod's network namespace.
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", s.PausePID))
+	// The pause runs /pause in the pod's network namespace. runc's start
+	// returns once the process is released, which can be before its exec
+	// of /pause has finished (cmdline reads empty meanwhile).
+	var cmdline []byte
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		cmdline, err = os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", s.PausePID))
+		if err != nil || strings.HasPrefix(string(cmdline), "/pause") || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if err != nil || !strings.HasPrefix(string(cmdline), "/pause") {
 		t.Errorf("pause cmdline = %q, %v", cmdline, err)
 	}
@@ -455,8 +466,8 @@ func TestRealFailedNetworkLeavesNothing(t *testing.T) {
 			t.Errorf("%s/sandboxes holds %d entries", root, len(entries))
 		}
 	}
-	if err := e.m.reserve(nameKey(realPod("fail").Metadata), "probe"); err != nil {
-		t.Errorf("name still reserved after failed Run: %v", err)
+	if other, ok := e.m.names.Add(nameKey(realPod("fail").Metadata), "probe"); !ok {
+		t.Errorf("name still reserved for %s after failed Run", other)
 	}
 }
 

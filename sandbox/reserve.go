@@ -47,14 +47,3 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 		return m.run(ctx, id, key, cfg, handler)
 	})
 }
-
-// reserve claims a pod name key for an existing sandbox id; of two
-// claims of one name exactly one succeeds.
-func (m *Manager) reserve(key, id string) error {
-	if other, ok := m.names.Add(key, id); !ok {
-		return fmt.Errorf("pod sandbox name %q is reserved for sandbox %s: %w", key, other, errdefs.ErrAlreadyExists)
-	}
-	return nil
-}
-
-func (m *Manager) release(key, id string) { m.names.Release(key, id) }

@@ -10,43 +10,17 @@ import (
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/cio"
 	"github.com/containerd/containerd/errdefs"
-	runcoptions "github.com/containerd/containerd/runtime/v2/runc/options"
 	"github.com/sirupsen/logrus"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crishim/crishim/faultpoint"
 	"github.com/crishim/crishim/image"
+	"github.com/crishim/crishim/internal/runtimeopts"
+	"github.com/crishim/crishim/internal/undo"
 	"github.com/crishim/crishim/lifecycle"
 	"github.com/crishim/crishim/network"
 	crishimpb "github.com/crishim/crishim/proto"
 )
-
-const runcV2 = "io.containerd.runc.v2"
-
-// undoStack collects the undo of every step Run completed, to run in
-// reverse order when a later step fails.
-type undoStack []undoStep
-
-type undoStep struct {
-	what string
-	fn   func(context.Context) error
-}
-
-func (u *undoStack) add(what string, fn func(context.Context) error) {
-	*u = append(*u, undoStep{what, fn})
-}
-
-// run undoes every step, also after one fails, and reports the failures.
-func (u undoStack) run(ctx context.Context, log *logrus.Entry) error {
-	var errs []error
-	for i := len(u) - 1; i >= 0; i-- {
-		if err := u[i].fn(ctx); err != nil {
-			log.WithError(err).Warnf("undo: %s", u[i].what)
-			errs = append(errs, fmt.Errorf("%s: %w", u[i].what, err))
-		}
-	}
-	return errors.Join(errs...)
-}
 
 // checkHandler accepts the runtime handlers crishim serves: the default
 // one, under its empty or its conventional name.
@@ -76,7 +50,7 @@ func (m *Manager) run(ctx context.Context, id, key string, cfg *runtime.PodSandb
 		shmPath:   m.shmPathFor(id, cfg),
 		createdAt: started,
 	}
-	var undo undoStack
+	var undos undo.Stack
 	succeeded, journalled := false, false
 	defer func() {
 		if succeeded {
@@ -84,7 +58,7 @@ func (m *Manager) run(ctx context.Context, id, key string, cfg *runtime.PodSandb
 		}
 		cctx, cancel := m.cleanupContext()
 		defer cancel()
-		err := undo.run(cctx, log)
+		err := undos.Run(cctx, log)
 		if !journalled {
 			return
 		}
@@ -108,7 +82,7 @@ func (m *Manager) run(ctx context.Context, id, key string, cfg *runtime.PodSandb
 	}
 	journalled = true
 
-	if err := m.preparePodFiles(p, &undo); err != nil {
+	if err := m.preparePodFiles(p, &undos); err != nil {
 		return err
 	}
 
@@ -126,7 +100,7 @@ func (m *Manager) run(ctx context.Context, id, key string, cfg *runtime.PodSandb
 			_ = m.net.RemoveNetNS(path)
 			return err
 		}
-		undo.add("remove netns", func(context.Context) error { return m.net.RemoveNetNS(path) })
+		undos.Add("remove netns", func(context.Context) error { return m.net.RemoveNetNS(path) })
 		done := make(chan struct{})
 		var res *network.Result
 		var netErr error
@@ -136,7 +110,7 @@ func (m *Manager) run(ctx context.Context, id, key string, cfg *runtime.PodSandb
 			netTook = time.Since(started)
 		}()
 		waitNet = func() (*network.Result, error) { <-done; return res, netErr }
-		undo.add("tear down network", func(cctx context.Context) error {
+		undos.Add("tear down network", func(cctx context.Context) error {
 			if _, err := waitNet(); err != nil && !errors.Is(err, network.ErrStillAttached) {
 				return nil // a failed Setup released what it had
 			}
@@ -144,7 +118,7 @@ func (m *Manager) run(ctx context.Context, id, key string, cfg *runtime.PodSandb
 		})
 	}
 
-	container, err := m.createPause(ctx, p, &undo)
+	container, err := m.createPause(ctx, p, &undos)
 	if err != nil {
 		return err
 	}
@@ -160,7 +134,7 @@ func (m *Manager) run(ctx context.Context, id, key string, cfg *runtime.PodSandb
 	}()
 	netErr := m.finishNetwork(ctx, p, container, waitNet)
 	ps := <-startCh
-	undo = append(undo, ps.undo...)
+	undos = append(undos, ps.undo...)
 	if ps.err != nil {
 		return ps.err
 	}
@@ -191,7 +165,7 @@ func (m *Manager) run(ctx context.Context, id, key string, cfg *runtime.PodSandb
 
 // preparePodFiles makes the pod's directories, its hostname, hosts and
 // resolv.conf, and its /dev/shm.
-func (m *Manager) preparePodFiles(p *pod, undo *undoStack) error {
+func (m *Manager) preparePodFiles(p *pod, undos *undo.Stack) error {
 	hostname, err := podHostname(p.cfg)
 	if err != nil {
 		return err
@@ -199,25 +173,25 @@ func (m *Manager) preparePodFiles(p *pod, undo *undoStack) error {
 	if err := os.MkdirAll(p.dir, 0o755); err != nil {
 		return fmt.Errorf("create sandbox dir: %w", err)
 	}
-	undo.add("remove sandbox dir", func(context.Context) error { return os.RemoveAll(p.dir) })
+	undos.Add("remove sandbox dir", func(context.Context) error { return os.RemoveAll(p.dir) })
 	if err := writePodFiles(p.dir, p.cfg, hostname); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(p.stateDir, 0o700); err != nil {
 		return fmt.Errorf("create sandbox state dir: %w", err)
 	}
-	undo.add("remove sandbox state dir", func(context.Context) error { return os.RemoveAll(p.stateDir) })
+	undos.Add("remove sandbox state dir", func(context.Context) error { return os.RemoveAll(p.stateDir) })
 	if !hostIPC(p.cfg) {
 		if err := mountShm(p.shmPath); err != nil {
 			return err
 		}
-		undo.add("unmount shm", func(context.Context) error { return unmountShm(p.shmPath) })
+		undos.Add("unmount shm", func(context.Context) error { return unmountShm(p.shmPath) })
 	}
 	return nil
 }
 
 // createPause creates the pause container with its snapshot.
-func (m *Manager) createPause(ctx context.Context, p *pod, undo *undoStack) (containerd.Container, error) {
+func (m *Manager) createPause(ctx context.Context, p *pod, undos *undo.Stack) (containerd.Container, error) {
 	local, err := m.images.EnsureSandboxImage(ctx, m.cfg.SandboxImage)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox image for pod %s: %w", p.id, err)
@@ -226,10 +200,7 @@ func (m *Manager) createPause(ctx context.Context, p *pod, undo *undoStack) (con
 		return nil, fmt.Errorf("sandbox image for pod %s not available: %w", p.id, errdefs.ErrFailedPrecondition)
 	}
 	p.image = local.Image.Name()
-	snapshotter := m.cfg.Snapshotter
-	if snapshotter == "" {
-		snapshotter = containerd.DefaultSnapshotter
-	}
+	snapshotter := m.snapshotter()
 	// The image service unpacked it when it resolved it; local.WithNewSnapshot
 	// unpacks again should the layers have gone since.
 	img, err := processImageOf(ctx, local)
@@ -256,19 +227,11 @@ func (m *Manager) createPause(ctx context.Context, p *pod, undo *undoStack) (con
 	if err != nil {
 		return nil, err
 	}
-	var runtimeOpts interface{}
-	rt := m.cfg.Runtime
-	if rt == "" {
-		rt = runcV2
-	}
-	if rt == runcV2 {
-		runtimeOpts = &runcoptions.Options{SystemdCgroup: m.cfg.CgroupDriver == "systemd"}
-	}
 	container, err := m.client.NewContainer(ctx, p.id,
 		containerd.WithSnapshotter(snapshotter),
 		local.WithNewSnapshot(p.id, snapshotter),
 		containerd.WithImageName(local.Image.Name()),
-		containerd.WithRuntime(rt, runtimeOpts),
+		containerd.WithRuntime(runtimeopts.Name(m.cfg.Runtime), runtimeopts.Options(m.cfg.Runtime, m.cfg.CgroupDriver)),
 		containerd.WithContainerLabels(map[string]string{LabelKind: KindSandbox}),
 		containerd.WithContainerExtension(ExtensionRecord, rec),
 		containerd.WithNewSpec(specOpts...),
@@ -276,7 +239,7 @@ func (m *Manager) createPause(ctx context.Context, p *pod, undo *undoStack) (con
 	if err != nil {
 		return nil, fmt.Errorf("create pause container for pod %s: %w", p.id, err)
 	}
-	undo.add("delete pause container", func(cctx context.Context) error {
+	undos.Add("delete pause container", func(cctx context.Context) error {
 		if err := container.Delete(cctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 			return err
 		}
@@ -289,7 +252,7 @@ func (m *Manager) createPause(ctx context.Context, p *pod, undo *undoStack) (con
 // the undo of each step it completed.
 type pauseStart struct {
 	task containerd.Task
-	undo undoStack
+	undo undo.Stack
 	err  error
 }
 
@@ -334,12 +297,12 @@ func (m *Manager) finishNetwork(ctx context.Context, p *pod, c containerd.Contai
 }
 
 // startPause starts the pause task with no stdio.
-func (m *Manager) startPause(ctx context.Context, c containerd.Container, undo *undoStack) (containerd.Task, error) {
+func (m *Manager) startPause(ctx context.Context, c containerd.Container, undos *undo.Stack) (containerd.Task, error) {
 	task, err := c.NewTask(ctx, cio.NullIO)
 	if err != nil {
 		return nil, fmt.Errorf("create pause task for pod %s: %w", c.ID(), err)
 	}
-	undo.add("delete pause task", func(cctx context.Context) error {
+	undos.Add("delete pause task", func(cctx context.Context) error {
 		if _, err := task.Delete(cctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
 			return err
 		}

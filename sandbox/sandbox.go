@@ -23,6 +23,7 @@ import (
 	"github.com/crishim/crishim/idprefix"
 	"github.com/crishim/crishim/image"
 	"github.com/crishim/crishim/internal/cgroup"
+	"github.com/crishim/crishim/internal/undo"
 	"github.com/crishim/crishim/journal"
 	"github.com/crishim/crishim/names"
 	"github.com/crishim/crishim/network"
@@ -100,7 +101,7 @@ type Manager struct {
 	// names maps a pod's name key to its ID, from the moment Run reserves
 	// it until Remove releases it, and answers retried Runs (reserve.go).
 	names *names.Registry
-	// journal lists the Runs in progress, for Recover to undo (reserve.go).
+	// journal lists the Runs in progress, for Recover to undo (halfmade.go).
 	journal *journal.Journal
 }
 
@@ -173,7 +174,7 @@ func (m *Manager) withNS(ctx context.Context) context.Context {
 // cleanupContext is for undo and teardown work that must finish even when
 // the request that started it was cancelled.
 func (m *Manager) cleanupContext() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(m.withNS(context.Background()), 2*time.Minute)
+	return undo.Context(m.ns)
 }
 
 func (m *Manager) podDir(id string) string   { return filepath.Join(m.cfg.Root, "sandboxes", id) }

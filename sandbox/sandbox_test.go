@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +16,8 @@ import (
 	"github.com/containerd/containerd/oci"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crishim/crishim/internal/runtimeopts"
 )
 
 func podConfig(name string) *runtime.PodSandboxConfig {
@@ -93,49 +94,9 @@ func TestNameKeyAndID(t *testing.T) {
 	}
 }
 
-func TestReserveAdmitsOneOfConcurrentRuns(t *testing.T) {
-	m := New(nil, nil, nil, Config{})
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var won []string
-	var errs []error
-	for i := 0; i < 16; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			id := strings.Repeat(string(rune('a'+i)), 64)
-			err := m.reserve("pod_ns_uid_0", id)
-			mu.Lock()
-			defer mu.Unlock()
-			if err == nil {
-				won = append(won, id)
-			} else {
-				errs = append(errs, err)
-			}
-		}(i)
-	}
-	wg.Wait()
-	if len(won) != 1 {
-		t.Fatalf("%d reservations succeeded, want 1", len(won))
-	}
-	for _, err := range errs {
-		if !errors.Is(err, errdefs.ErrAlreadyExists) || !strings.Contains(err.Error(), won[0]) {
-			t.Errorf("losing reservation: %v, want AlreadyExists naming %s", err, won[0])
-		}
-	}
-	m.release("pod_ns_uid_0", "someone-else")
-	if err := m.reserve("pod_ns_uid_0", "x"); err == nil {
-		t.Error("release by a non-owner freed the name")
-	}
-	m.release("pod_ns_uid_0", won[0])
-	if err := m.reserve("pod_ns_uid_0", "x"); err != nil {
-		t.Errorf("name not free after release: %v", err)
-	}
-}
-
 // withPods is a manager holding the given pods, as Run or Recover leave it.
 func withPods(pods ...*pod) *Manager {
-	m := New(nil, nil, nil, Config{Runtime: runcV2})
+	m := New(nil, nil, nil, Config{Runtime: runtimeopts.RuncV2})
 	for _, p := range pods {
 		m.pods[p.id] = p
 		m.names.Add(p.name, p.id)
@@ -304,20 +265,6 @@ func assertFile(t *testing.T, path, want string) {
 	data, err := os.ReadFile(path)
 	if err != nil || string(data) != want {
 		t.Errorf("%s = %q, %v; want %q", path, data, err, want)
-	}
-}
-
-func TestCgroupsPath(t *testing.T) {
-	for _, tc := range []struct{ driver, parent, want string }{
-		{"cgroupfs", "/kubepods/besteffort/pod1", "/kubepods/besteffort/pod1/abc"},
-		{"cgroupfs", "", "/crishim/abc"},
-		{"", "/p/", "/p/abc"},
-		{"systemd", "kubepods-pod1.slice", "kubepods-pod1.slice:crishim:abc"},
-		{"systemd", "", "system.slice:crishim:abc"},
-	} {
-		if got := cgroupsPath(tc.driver, tc.parent, "abc"); got != tc.want {
-			t.Errorf("cgroupsPath(%q, %q) = %q, want %q", tc.driver, tc.parent, got, tc.want)
-		}
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/oci"
 	"github.com/containerd/containerd/pkg/cap"
+	"github.com/crishim/crishim/internal/cgroup"
 	"github.com/crishim/crishim/oomscore"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -66,7 +67,7 @@ func (p pauseSpec) specOpts() ([]oci.SpecOpts, error) {
 		withUser(p.Image.User, sc),
 		withPodNamespaces(namespaceOptions(p.Config), p.NetNSPath),
 		withSysctls(p.Config.GetLinux().GetSysctls()),
-		oci.WithCgroup(cgroupsPath(p.CgroupDriver, p.Config.GetLinux().GetCgroupParent(), p.ID)),
+		oci.WithCgroup(cgroup.OCIPath(p.CgroupDriver, p.Config.GetLinux().GetCgroupParent(), p.ID)),
 		withOOMScoreAdj(oomscore.Clamp(pauseOOMScoreAdj, p.OOMFloor)),
 		withResources(p.Config.GetLinux().GetResources()),
 		oci.WithNoNewPrivileges,

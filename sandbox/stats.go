@@ -99,7 +99,7 @@ func (m *Manager) Stats(ctx context.Context, id string, containers []*runtime.Co
 // through containerd (a round trip to the pod's shim) when they are not
 // where the pause's spec put them.
 func (m *Manager) pauseSample(ctx context.Context, id, parent string) (stats.Sample, error) {
-	if dir, err := cgroup.Path(cgroupsPath(m.cfg.CgroupDriver, parent, id), m.cfg.CgroupDriver); err == nil {
+	if dir, err := cgroup.Path(cgroup.OCIPath(m.cfg.CgroupDriver, parent, id), m.cfg.CgroupDriver); err == nil {
 		if s, err := stats.ReadCgroup(cgroup.Root, dir, m.cgroupV2, time.Now()); err == nil {
 			return s, nil
 		}

@@ -11,6 +11,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crishim/crishim/faultpoint"
+	"github.com/crishim/crishim/lifecycle"
 	crishimpb "github.com/crishim/crishim/proto"
 )
 
@@ -59,7 +60,16 @@ func (m *Manager) stopLocked(ctx context.Context, p *pod) (retErr error) {
 		if err := faultpoint.Hit("sandbox.beforeKillPause"); err != nil {
 			return fmt.Errorf("stop pause container of pod %s: %w", p.id, err)
 		}
-		if err := killPause(ctx, c); err != nil {
+		// The kill and delete get a context of their own: a client that
+		// gives up (the kubelet cancels its calls when it shuts down or
+		// its timeout runs out) must not cut containerd's delete short.
+		// Abandoned halfway, containerd can keep a task the shim has
+		// already dropped; the shim, told to shut down only after a
+		// completed delete, then outlives the pod.
+		kctx, cancel := m.cleanupContext()
+		err := killPause(kctx, m.client, c)
+		cancel()
+		if err != nil {
 			return fmt.Errorf("stop pause container of pod %s: %w", p.id, err)
 		}
 	} else {
@@ -72,7 +82,7 @@ func (m *Manager) stopLocked(ctx context.Context, p *pod) (retErr error) {
 	if err := faultpoint.Hit("sandbox.beforeTeardown"); err != nil {
 		return err
 	}
-	if !stopped && p.netnsPath != "" {
+	if p.netnsPath != "" {
 		if err := m.net.Teardown(ctx, p.id, p.netnsPath, p.cfg); err != nil {
 			return fmt.Errorf("stop pod %s: %w", p.id, err)
 		}
@@ -85,7 +95,7 @@ func (m *Manager) stopLocked(ctx context.Context, p *pod) (retErr error) {
 			return fmt.Errorf("stop pod %s: %w", p.id, err)
 		}
 	}
-	if c != nil && !stopped {
+	if c != nil {
 		err := updateRecord(ctx, c, func(r *crishimpb.SandboxRecord) {
 			r.Stopped, r.NetworkReady = true, false
 		})
@@ -118,18 +128,18 @@ func (m *Manager) stopFailed(p *pod) {
 
 // killPause kills the pause task and deletes it; containerd's CRI gives
 // the pause no grace period either, it holds no state worth a SIGTERM.
-func killPause(ctx context.Context, c containerd.Container) error {
+func killPause(ctx context.Context, client *containerd.Client, c containerd.Container) error {
 	t, err := c.Task(ctx, nil)
-	if errdefs.IsNotFound(err) {
+	if err == nil {
+		_, err = t.Delete(ctx, containerd.WithProcessKill)
+	}
+	if err == nil {
 		return nil
 	}
-	if err != nil {
-		return err
-	}
-	if _, err := t.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
-		return err
-	}
-	return nil
+	// Not found by the shim but maybe still held by containerd after an
+	// earlier delete was abandoned, or the shim gone under a concurrent
+	// delete (the exit watcher's): DeleteTask settles both.
+	return lifecycle.DeleteTask(ctx, client, c.ID())
 }
 
 // Remove deletes a stopped-or-not sandbox and everything it owns; absent is not an error.
@@ -157,11 +167,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	// The stop deleted the pause task, and the pause container's snapshot
 	// is keyed by the pod ID: delete both directly instead of loading the
 	// container for containerd.Container.Delete (three round trips less).
-	snapshotter := m.cfg.Snapshotter
-	if snapshotter == "" {
-		snapshotter = containerd.DefaultSnapshotter
-	}
-	if err := m.client.SnapshotService(snapshotter).Remove(ctx, p.id); err != nil && !errdefs.IsNotFound(err) {
+	if err := m.client.SnapshotService(m.snapshotter()).Remove(ctx, p.id); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("delete pause snapshot of pod %s: %w", p.id, err)
 	}
 	if err := m.client.ContainerService().Delete(ctx, p.id); err != nil && !errdefs.IsNotFound(err) {

@@ -93,7 +93,7 @@ func TestCluster(t *testing.T) {
 		}
 	}
 
-	t.Run("KubectlThroughKubelet", func(t *testing.T) { testKubectlStreaming(t, cp) })
+	t.Run("KubectlThroughKubelet", func(t *testing.T) { testKubectlStreaming(t, cp, webV1) })
 	t.Run("Jobs", func(t *testing.T) { testJobs(t, cp) })
 
 	cp.MustKubectl(t, "delete", "deployment/web", "service/web", "job/ok", "job/fail", "--wait=true", "--timeout=3m")
@@ -452,7 +452,7 @@ func (w *podWatch) deletedPods(app string) []Pod {
 	return out
 }
 
-func testKubectlStreaming(t *testing.T, cp *ControlPlane) {
+func testKubectlStreaming(t *testing.T, cp *ControlPlane, image string) {
 	// Replaced pods may still be in their preStop: take one of the
 	// current ones.
 	var pod string
@@ -471,6 +471,13 @@ func testKubectlStreaming(t *testing.T, cp *ControlPlane) {
 			}
 		}
 		pod = list.Items[0].Metadata.Name
+		// The kubelet creates containers by image ID; the status names the
+		// image as the pod spec does, and its ID as a repo digest.
+		for _, p := range list.Items {
+			if c := p.Container("web"); c.Image != image || !strings.Contains(c.ImageID, "@sha256:") {
+				t.Errorf("pod %s: status image %q, imageID %q; want %q and a repo digest", p.Metadata.Name, c.Image, c.ImageID, image)
+			}
+		}
 		return true, nil
 	}); err != nil {
 		t.Fatal(err)

@@ -367,7 +367,17 @@ func unmountUnder(dir string) error {
 
 // get fetches a kubelet read-only API path.
 func (k *Kubelet) get(path string) ([]byte, error) {
-	resp, err := http.Get(fmt.Sprintf("http://%s:%d%s", k.Address, k.ReadOnly, path))
+	req, err := http.NewRequest(http.MethodGet, fmt.Sprintf("http://%s:%d%s", k.Address, k.ReadOnly, path), nil)
+	if err != nil {
+		return nil, err
+	}
+	return fetch(http.DefaultClient, req)
+}
+
+// fetch does a GET and returns the body of a 200 answer; any other status
+// is an error quoting the body.
+func fetch(c *http.Client, req *http.Request) ([]byte, error) {
+	resp, err := c.Do(req)
 	if err != nil {
 		return nil, err
 	}
@@ -377,7 +387,7 @@ func (k *Kubelet) get(path string) ([]byte, error) {
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s: %s", path, resp.Status, data)
+		return nil, fmt.Errorf("GET %s: %s: %s", req.URL.Path, resp.Status, strings.TrimSpace(string(data)))
 	}
 	return data, nil
 }
@@ -404,19 +414,7 @@ func (k *Kubelet) secureGet(ctx context.Context, path string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s: %s", path, resp.Status, data)
-	}
-	return data, nil
+	return fetch(c, req)
 }
 
 // AddPod writes a static pod manifest (a Pod object as JSON).

@@ -222,11 +222,21 @@ func testFailingInitContainer(t *testing.T, k *Kubelet) {
 
 func testHooks(t *testing.T, k *Kubelet) {
 	dir, vol, mount := hostDir(t, k, "hooks")
-	// The preStop httpGet reaches a CGI script of the container's own httpd.
-	server := `mkdir -p /www/cgi-bin && printf '#!/bin/sh\necho prestop-http >> /events/log\nprintf "Content-Type: text/plain\\r\\n\\r\\nok\\n"\n' > /www/cgi-bin/prestop && chmod +x /www/cgi-bin/prestop && httpd -p 8080 -h /www; `
+	// The httpGet hooks reach CGI scripts of a sidecar's httpd: a sidecar
+	// (an init container that keeps running) is started, and its startup
+	// probe passed, before the app containers start, and stopped after them.
+	cgi := func(name string) string {
+		return fmt.Sprintf(`printf '#!/bin/sh\necho %[1]s-http >> /events/log\nprintf "Content-Type: text/plain\\r\\n\\r\\nok\\n"\n' > /www/cgi-bin/%[1]s && chmod +x /www/cgi-bin/%[1]s; `, name)
+	}
+	server := `mkdir -p /www/cgi-bin; ` + cgi("poststart") + cgi("prestop") + `trap "exit 0" TERM; httpd -f -p 8080 -h /www & wait`
 	k.AddPod(t, pod("hooks", map[string]any{
 		"volumes":                       []any{vol},
 		"terminationGracePeriodSeconds": 20,
+		"initContainers": []any{ctr("server", server, map[string]any{
+			"restartPolicy": "Always",
+			"volumeMounts":  []any{mount},
+			"startupProbe":  probe(map[string]any{"tcpSocket": map[string]any{"port": 8080}}, 1, 30),
+		})},
 		"containers": []any{
 			ctr("exec", `trap "echo sigterm-exec >> /events/log; exit 0" TERM; echo main-exec >> /events/log; while true; do sleep 0.2; done`, map[string]any{
 				"volumeMounts": []any{mount},
@@ -235,10 +245,10 @@ func testHooks(t *testing.T, k *Kubelet) {
 					"preStop":   execAction("sh", "-c", "echo prestop-exec >> /events/log"),
 				},
 			}),
-			ctr("http", server+`trap "echo sigterm-http >> /events/log; exit 0" TERM; while true; do sleep 0.2; done`, map[string]any{
+			ctr("http", `trap "echo sigterm-http >> /events/log; exit 0" TERM; while true; do sleep 0.2; done`, map[string]any{
 				"volumeMounts": []any{mount},
 				"lifecycle": map[string]any{
-					"postStart": execAction("sh", "-c", "echo poststart-http >> /events/log"),
+					"postStart": map[string]any{"httpGet": map[string]any{"path": "/cgi-bin/poststart", "port": 8080}},
 					"preStop":   map[string]any{"httpGet": map[string]any{"path": "/cgi-bin/prestop", "port": 8080}},
 				},
 			}),

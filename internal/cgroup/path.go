@@ -15,6 +15,45 @@ const (
 	DriverSystemd  = "systemd"
 )
 
+// ScopePrefix names crishim's scopes under the systemd driver
+// (crishim-<id>.scope), as containerd's CRI names its cri-containerd-<id>.scope.
+const ScopePrefix = "crishim"
+
+// OCIPath is the OCI linux.cgroupsPath that nests the container or pause
+// container id under the pod's cgroup parent, in the syntax of driver.
+//
+// Under the systemd driver the kubelet passes the pod's slice unit name
+// ("kubepods-burstable-pod<uid>.slice") as parent, and runc wants
+// "slice:prefix:name". Only the parent's base name is a unit name: a parent
+// given as the slice's cgroup directory (/kubepods.slice/...pod<uid>.slice)
+// names the same slice, and a slash would make runc refuse the path. With
+// no parent a container goes where runc puts units without one
+// (system.slice) or, under cgroupfs, into crishim's own /crishim (which is
+// also where containerd puts it in crishim's default namespace).
+func OCIPath(driver, parent, id string) string {
+	if driver == DriverSystemd {
+		slice := "system.slice"
+		if parent != "" {
+			slice = path.Base(parent)
+		}
+		return slice + ":" + ScopePrefix + ":" + id
+	}
+	if parent == "" {
+		parent = "/" + ScopePrefix
+	}
+	return path.Join(parent, id)
+}
+
+// ParentDir is the directory, as Path gives it, that OCIPath nests the
+// containers of a pod with cgroup parent under.
+func ParentDir(driver, parent string) (string, error) {
+	p, err := Path(OCIPath(driver, parent, "x"), driver)
+	if err != nil {
+		return "", err
+	}
+	return path.Dir(p), nil
+}
+
 // Path returns where the cgroup named by an OCI linux.cgroupsPath lives,
 // relative to the root of a cgroup hierarchy (/sys/fs/cgroup on v2,
 // /sys/fs/cgroup/<controller> on v1), always starting with "/".
