@@ -7,8 +7,10 @@ import (
 
 	tasks "github.com/containerd/containerd/api/services/tasks/v1"
 	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/snapshots"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/crishim/crishim/internal/cgroup"
 	"github.com/crishim/crishim/internal/runtimeopts"
 	"github.com/crishim/crishim/stats"
 )
@@ -17,6 +19,12 @@ import (
 // the filesystem writable layers live on.
 type snapshotterRooter interface {
 	SnapshotterRoot(ctx context.Context) string
+}
+
+// activeUsager is the optional part of the image service that measures a
+// writable layer without asking containerd where it can.
+type activeUsager interface {
+	ActiveUsage(ctx context.Context, key string) (snapshots.Usage, error)
 }
 
 func (m *Manager) snapshotter() string { return runtimeopts.Snapshotter(m.cfg.Snapshotter) }
@@ -94,21 +102,90 @@ func statsFilterMatches(f *runtime.ContainerStatsFilter, e *entry) bool {
 	}, e, runtime.ContainerState_CONTAINER_UNKNOWN)
 }
 
-// statsOf asks containerd for the metrics of all entries in one call and
-// adds each writable layer's usage.
+// statsOf reads the cgroups of all entries and adds each writable layer's
+// usage. Containers that are not running, or whose cgroup crishim cannot
+// read where their spec put it, are asked of containerd, all in one call.
 func (m *Manager) statsOf(ctx context.Context, entries []*entry) ([]*runtime.ContainerStats, map[string]stats.Sample, error) {
 	if len(entries) == 0 {
 		return nil, nil, nil
 	}
-	filters := make([]string, len(entries))
-	for i, e := range entries {
-		filters[i] = "id==" + e.id
+	samples := make(map[string]stats.Sample, len(entries))
+	var filters []string
+	for _, e := range entries {
+		if s, err := m.readCgroup(e); err == nil {
+			samples[e.id] = s
+			continue
+		}
+		filters = append(filters, "id=="+e.id)
 	}
+	if len(filters) > 0 {
+		if err := m.taskSamples(ctx, filters, samples); err != nil {
+			return nil, nil, err
+		}
+	}
+	fsRoot := ""
+	if r, ok := m.images.(snapshotterRooter); ok {
+		fsRoot = r.SnapshotterRoot(ctx)
+	}
+	usage := m.client.SnapshotService(m.snapshotter()).Usage
+	if u, ok := m.images.(activeUsager); ok {
+		usage = u.ActiveUsage
+	}
+	out := make([]*runtime.ContainerStats, 0, len(entries))
+	for _, e := range entries {
+		cs := &runtime.ContainerStats{Attributes: &runtime.ContainerAttributes{
+			Id:          e.id,
+			Metadata:    e.cfg.GetMetadata(),
+			Labels:      e.cfg.GetLabels(),
+			Annotations: e.cfg.GetAnnotations(),
+		}}
+		if s, ok := samples[e.id]; ok {
+			cs.Cpu = s.CPUUsage(m.rates().Observe(e.id, s.At, s.CPU))
+			cs.Memory = s.MemoryUsageCRI()
+		}
+		now := time.Now()
+		if u, err := usage(ctx, e.id); err == nil {
+			cs.WritableLayer = &runtime.FilesystemUsage{
+				Timestamp:  now.UnixNano(),
+				FsId:       &runtime.FilesystemIdentifier{Mountpoint: fsRoot},
+				UsedBytes:  &runtime.UInt64Value{Value: uint64(max(u.Size, 0))},
+				InodesUsed: &runtime.UInt64Value{Value: uint64(max(u.Inodes, 0))},
+			}
+		} else if !errdefs.IsNotFound(err) {
+			m.log().WithError(err).WithField("container", e.id).Debug("writable layer usage")
+		}
+		out = append(out, cs)
+	}
+	return out, samples, nil
+}
+
+// readCgroup samples a running container's cgroup from its files, where
+// its spec placed it. Other states go to containerd, which knows whether
+// their task still has a cgroup to report.
+func (m *Manager) readCgroup(e *entry) (stats.Sample, error) {
+	e.mu.Lock()
+	state := e.state
+	e.mu.Unlock()
+	if state != runtime.ContainerState_CONTAINER_RUNNING {
+		return stats.Sample{}, fmt.Errorf("container %s is not running", e.id)
+	}
+	if e.spec == nil || e.spec.Linux == nil {
+		return stats.Sample{}, fmt.Errorf("container %s has no linux spec", e.id)
+	}
+	dir, err := cgroup.Path(e.spec.Linux.CgroupsPath, m.cfg.CgroupDriver)
+	if err != nil {
+		return stats.Sample{}, err
+	}
+	return stats.ReadCgroup(m.cgroupRoot, dir, m.cgroupV2, time.Now())
+}
+
+// taskSamples asks containerd for the task metrics matching filters, in
+// one call, and adds them to samples.
+func (m *Manager) taskSamples(ctx context.Context, filters []string, samples map[string]stats.Sample) error {
 	resp, err := m.client.TaskService().Metrics(ctx, &tasks.MetricsRequest{Filters: filters})
 	if err != nil {
-		return nil, nil, fmt.Errorf("task metrics: %w", errdefs.FromGRPC(err))
+		return fmt.Errorf("task metrics: %w", errdefs.FromGRPC(err))
 	}
-	samples := map[string]stats.Sample{}
 	for _, mt := range resp.Metrics {
 		if mt.GetData() == nil {
 			continue
@@ -124,37 +201,7 @@ func (m *Manager) statsOf(ctx context.Context, entries []*entry) ([]*runtime.Con
 		}
 		samples[mt.GetID()] = s
 	}
-	fsRoot := ""
-	if r, ok := m.images.(snapshotterRooter); ok {
-		fsRoot = r.SnapshotterRoot(ctx)
-	}
-	sn := m.client.SnapshotService(m.snapshotter())
-	out := make([]*runtime.ContainerStats, 0, len(entries))
-	for _, e := range entries {
-		cs := &runtime.ContainerStats{Attributes: &runtime.ContainerAttributes{
-			Id:          e.id,
-			Metadata:    e.cfg.GetMetadata(),
-			Labels:      e.cfg.GetLabels(),
-			Annotations: e.cfg.GetAnnotations(),
-		}}
-		if s, ok := samples[e.id]; ok {
-			cs.Cpu = s.CPUUsage(m.rates().Observe(e.id, s.At, s.CPU))
-			cs.Memory = s.MemoryUsageCRI()
-		}
-		now := time.Now()
-		if u, err := sn.Usage(ctx, e.id); err == nil {
-			cs.WritableLayer = &runtime.FilesystemUsage{
-				Timestamp:  now.UnixNano(),
-				FsId:       &runtime.FilesystemIdentifier{Mountpoint: fsRoot},
-				UsedBytes:  &runtime.UInt64Value{Value: uint64(max(u.Size, 0))},
-				InodesUsed: &runtime.UInt64Value{Value: uint64(max(u.Inodes, 0))},
-			}
-		} else if !errdefs.IsNotFound(err) {
-			m.log().WithError(err).WithField("container", e.id).Debug("writable layer usage")
-		}
-		out = append(out, cs)
-	}
-	return out, samples, nil
+	return nil
 }
 
 // ImageNames maps container IDs to the image names their clients used,

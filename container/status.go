@@ -35,8 +35,18 @@ func (m *Manager) Status(ctx context.Context, id string, verbose bool) (*runtime
 	if err != nil {
 		return nil, nil, err
 	}
+	// The fields are read under the lock rather than the record cloned:
+	// the kubelet asks for every container's status many times a minute.
 	e.mu.Lock()
-	state, status, pid := e.state, proto.Clone(e.status).(*crishimpb.ContainerStatusRecord), e.pid
+	state, pid := e.state, e.pid
+	status := &crishimpb.ContainerStatusRecord{
+		StartedAt:  e.status.GetStartedAt(),
+		FinishedAt: e.status.GetFinishedAt(),
+		ExitCode:   e.status.GetExitCode(),
+		Reason:     e.status.GetReason(),
+		Message:    e.status.GetMessage(),
+		Removing:   e.status.GetRemoving(),
+	}
 	e.mu.Unlock()
 
 	out := &runtime.ContainerStatus{

@@ -24,6 +24,7 @@ func (s *Service) FsInfo(ctx context.Context) ([]*runtime.FilesystemUsage, error
 	defer s.fsMu.Unlock()
 	var bytes, inodes int64
 	seen := map[string]bool{}
+	active := map[string]bool{}
 	err := sn.Walk(ctx, func(ctx context.Context, info snapshots.Info) error {
 		committed := info.Kind == snapshots.KindCommitted
 		if committed {
@@ -34,7 +35,14 @@ func (s *Service) FsInfo(ctx context.Context) ([]*runtime.FilesystemUsage, error
 				return nil
 			}
 		}
-		u, err := sn.Usage(ctx, info.Name)
+		var u snapshots.Usage
+		var err error
+		if info.Kind == snapshots.KindActive {
+			active[info.Name] = true
+			u, err = s.ActiveUsage(ctx, info.Name)
+		} else {
+			u, err = sn.Usage(ctx, info.Name)
+		}
 		if errdefs.IsNotFound(err) {
 			return nil // removed while we walked
 		}
@@ -56,6 +64,13 @@ func (s *Service) FsInfo(ctx context.Context) ([]*runtime.FilesystemUsage, error
 			delete(s.committedUsage, name)
 		}
 	}
+	s.upperMu.Lock()
+	for key := range s.upperDirs {
+		if !active[key] {
+			delete(s.upperDirs, key)
+		}
+	}
+	s.upperMu.Unlock()
 	return []*runtime.FilesystemUsage{{
 		Timestamp:  time.Now().UnixNano(),
 		FsId:       &runtime.FilesystemIdentifier{Mountpoint: root},

@@ -71,6 +71,9 @@ type Service struct {
 	fsMu           sync.Mutex
 	fsRoot         string
 	committedUsage map[string]snapshots.Usage // committed snapshots never change
+
+	upperMu   sync.Mutex
+	upperDirs map[string]string // active overlayfs snapshots' upper directories, by key
 }
 
 // New returns an image service; client must carry crishim's namespace as its default.
@@ -86,6 +89,7 @@ func New(client *containerd.Client, cfg Config) *Service {
 		unpacked:       map[digest.Digest]bool{},
 		pulling:        map[string]*refLock{},
 		committedUsage: map[string]snapshots.Usage{},
+		upperDirs:      map[string]string{},
 	}
 }
 

@@ -3,6 +3,8 @@
 package integration
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -10,8 +12,13 @@ import (
 	"testing"
 	"time"
 
+	tasks "github.com/containerd/containerd/api/services/tasks/v1"
+	"github.com/containerd/containerd/namespaces"
 	"google.golang.org/grpc/codes"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crishim/crishim/integration/testenv"
+	"github.com/crishim/crishim/stats"
 )
 
 // busyCmd burns CPU and holds some memory until SIGTERM.
@@ -242,4 +249,84 @@ func TestReopenContainerLog(t *testing.T) {
 	}
 	_, err = c.rt.ReopenContainerLog(rpcCtx(t), &runtime.ReopenContainerLogRequest{ContainerId: ctrID})
 	wantCode(t, "reopen of a stopped container's log", err, codes.FailedPrecondition)
+}
+
+// TestStatsMatchTaskMetrics: crishim reads running containers' cgroups
+// itself; what it reports must be what containerd's shim reports for the
+// same task. An idle container's counters hold still, so both readings
+// agree exactly once the container has settled.
+func TestStatsMatchTaskMetrics(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	pod := podConfig(t, "stats-match")
+	podID := c.runPod(pod)
+	cfg := containerConfig("idle", env.BusyboxImage, "sh", "-c", `trap "exit 0" TERM; sleep 100000 & wait`)
+	cfg.Linux = &runtime.LinuxContainerConfig{Resources: &runtime.LinuxContainerResources{MemoryLimitInBytes: 48 << 20}}
+	ctrID := c.startContainer(podID, pod, cfg)
+
+	cd, err := env.Containerd.Client(testenv.Namespace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cd.Close()
+	taskSample := func(id string) stats.Sample {
+		ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), testenv.Namespace), 30*time.Second)
+		defer cancel()
+		resp, err := cd.TaskService().Metrics(ctx, &tasks.MetricsRequest{Filters: []string{"id==" + id}})
+		if err != nil || len(resp.Metrics) != 1 {
+			t.Fatalf("task metrics of %s: %v (%d)", id, err, len(resp.GetMetrics()))
+		}
+		s, err := stats.Decode(resp.Metrics[0].GetData().GetTypeUrl(), resp.Metrics[0].GetData().GetValue(), time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	var last string
+	err = testenv.Poll(30*time.Second, 500*time.Millisecond, "CRI stats equal to the task's metrics", func() (bool, error) {
+		want := taskSample(ctrID)
+		resp, err := c.rt.ContainerStats(rpcCtx(t), &runtime.ContainerStatsRequest{ContainerId: ctrID})
+		if err != nil {
+			return false, err
+		}
+		cpu, mem := resp.GetStats().GetCpu(), resp.GetStats().GetMemory()
+		got := fmt.Sprintf("cpu %d usage %d working set %d rss %d faults %d/%d available %d",
+			cpu.GetUsageCoreNanoSeconds().GetValue(), mem.GetUsageBytes().GetValue(), mem.GetWorkingSetBytes().GetValue(),
+			mem.GetRssBytes().GetValue(), mem.GetPageFaults().GetValue(), mem.GetMajorPageFaults().GetValue(), mem.GetAvailableBytes().GetValue())
+		wantCRI := fmt.Sprintf("cpu %d usage %d working set %d rss %d faults %d/%d available %d",
+			want.CPU, want.MemoryUsage, want.WorkingSet, want.RSS, want.PageFaults, want.MajorPageFaults, want.Limit-want.WorkingSet)
+		last = "CRI: " + got + "\ntask: " + wantCRI
+		return got == wantCRI && want.Limit == 48<<20 && want.Processes >= 2, nil
+	})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, last)
+	}
+
+	// The writable layer, which crishim measures itself under overlayfs:
+	// what containerd's snapshotter reports for the same snapshot.
+	c.execSync(ctrID, 10, "sh", "-c", "head -c 300000 /dev/zero > /written && mkdir /d && touch /d/a /d/b")
+	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), testenv.Namespace), 30*time.Second)
+	defer cancel()
+	snapUsage, err := cd.SnapshotService("overlayfs").Usage(ctx, ctrID)
+	if err != nil {
+		t.Fatalf("snapshot usage of %s: %v", ctrID, err)
+	}
+	st, err := c.rt.ContainerStats(rpcCtx(t), &runtime.ContainerStatsRequest{ContainerId: ctrID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wl := st.GetStats().GetWritableLayer()
+	if wl.GetUsedBytes().GetValue() != uint64(snapUsage.Size) || wl.GetInodesUsed().GetValue() != uint64(snapUsage.Inodes) || snapUsage.Size < 300000 {
+		t.Errorf("writable layer %d bytes %d inodes, containerd's snapshot %d bytes %d inodes",
+			wl.GetUsedBytes().GetValue(), wl.GetInodesUsed().GetValue(), snapUsage.Size, snapUsage.Inodes)
+	}
+
+	// The pod: its process count is the pause's plus the container's.
+	resp, err := c.rt.PodSandboxStats(rpcCtx(t), &runtime.PodSandboxStatsRequest{PodSandboxId: podID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, want := resp.GetStats().GetLinux().GetProcess().GetProcessCount().GetValue(), taskSample(podID).Processes+taskSample(ctrID).Processes; n != want {
+		t.Errorf("pod process count %d, want %d: the pause's and the container's", n, want)
+	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/crishim/crishim/events"
 	"github.com/crishim/crishim/idprefix"
 	"github.com/crishim/crishim/image"
+	"github.com/crishim/crishim/internal/cgroup"
 	"github.com/crishim/crishim/internal/undo"
 	"github.com/crishim/crishim/journal"
 	"github.com/crishim/crishim/names"
@@ -89,6 +90,8 @@ type Manager struct {
 
 	// cpu keeps each pod's previous CPU sample for rates.
 	cpu *stats.Rates
+	// cgroupV2 tells how to read the pause containers' cgroups.
+	cgroupV2 bool
 	// events receives lifecycle transitions; nil until SetPublisher.
 	events events.Publisher
 
@@ -145,6 +148,7 @@ func New(client *containerd.Client, images *image.Service, net *network.Manager,
 		cfg:      cfg,
 		oomFloor: oomscore.Own(),
 		cpu:      stats.NewRates(),
+		cgroupV2: cgroup.V2(),
 		pods:     map[string]*pod{},
 		names:    names.New("pod sandbox", createTimeout),
 		journal:  journal.New(filepath.Join(cfg.Root, "journal", "sandboxes")),
@@ -320,13 +324,16 @@ func (m *Manager) List(ctx context.Context, filter *runtime.PodSandboxFilter) ([
 	defer m.mu.RUnlock()
 	var out []*runtime.PodSandbox
 	for _, p := range m.pods {
+		// The kubelet lists every second: the metadata and maps are
+		// shared, not copied, as a pod's config never changes once it is
+		// published and the list is only read (marshalled).
 		s := &runtime.PodSandbox{
 			Id:             p.id,
-			Metadata:       proto.Clone(p.cfg.GetMetadata()).(*runtime.PodSandboxMetadata),
+			Metadata:       p.cfg.GetMetadata(),
 			State:          p.state(),
 			CreatedAt:      p.createdAt.UnixNano(),
-			Labels:         copyMap(p.cfg.GetLabels()),
-			Annotations:    copyMap(p.cfg.GetAnnotations()),
+			Labels:         p.cfg.GetLabels(),
+			Annotations:    p.cfg.GetAnnotations(),
 			RuntimeHandler: p.handler,
 		}
 		if matches(filter, s) {

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/crishim/crishim/internal/cgroup"
 	"github.com/crishim/crishim/stats"
 )
 
@@ -60,6 +61,7 @@ func (m *Manager) Stats(ctx context.Context, id string, containers []*runtime.Co
 	}
 	m.mu.RLock()
 	ready, pid, netns := p.ready, p.pid, p.netnsPath
+	parent := p.cfg.GetLinux().GetCgroupParent()
 	attrs := &runtime.PodSandboxAttributes{
 		Id:          p.id,
 		Metadata:    proto.Clone(p.cfg.GetMetadata()).(*runtime.PodSandboxMetadata),
@@ -72,7 +74,7 @@ func (m *Manager) Stats(ctx context.Context, id string, containers []*runtime.Co
 	if !ready {
 		return out, nil
 	}
-	pause, err := m.pauseSample(m.withNS(ctx), p.id)
+	pause, err := m.pauseSample(m.withNS(ctx), p.id, parent)
 	if err != nil {
 		return nil, err
 	}
@@ -93,8 +95,15 @@ func (m *Manager) Stats(ctx context.Context, id string, containers []*runtime.Co
 	return out, nil
 }
 
-// pauseSample reads the pause container's cgroup through containerd.
-func (m *Manager) pauseSample(ctx context.Context, id string) (stats.Sample, error) {
+// pauseSample reads the pause container's cgroup from its files, or
+// through containerd (a round trip to the pod's shim) when they are not
+// where the pause's spec put them.
+func (m *Manager) pauseSample(ctx context.Context, id, parent string) (stats.Sample, error) {
+	if dir, err := cgroup.Path(cgroup.OCIPath(m.cfg.CgroupDriver, parent, id), m.cfg.CgroupDriver); err == nil {
+		if s, err := stats.ReadCgroup(cgroup.Root, dir, m.cgroupV2, time.Now()); err == nil {
+			return s, nil
+		}
+	}
 	resp, err := m.client.TaskService().Metrics(ctx, &tasks.MetricsRequest{Filters: []string{"id==" + id}})
 	if err != nil {
 		return stats.Sample{}, fmt.Errorf("metrics of pause container of pod %s: %w", id, errdefs.FromGRPC(err))

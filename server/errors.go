@@ -64,18 +64,28 @@ func idFields(msgs ...any) logrus.Fields {
 	return f
 }
 
-func logResult(rpc string, ids logrus.Fields, start time.Time, err error) {
-	entry := logrus.WithFields(ids).WithFields(logrus.Fields{"rpc": rpc, "duration": time.Since(start).String()})
-	if err == nil {
-		entry.Debug("done")
+// logResult logs how an RPC ended: at debug level when it succeeded or
+// failed because of its request, else as a warning. The kubelet polls
+// lists and statuses many times a minute; at info level their lines are
+// not built at all.
+func logResult(rpc string, start time.Time, err error, msgs ...any) {
+	level := logrus.DebugLevel
+	if err != nil {
+		switch status.Code(err) {
+		case codes.NotFound, codes.InvalidArgument, codes.AlreadyExists, codes.Unimplemented, codes.Canceled:
+		default:
+			level = logrus.WarnLevel
+		}
+	}
+	if !logrus.IsLevelEnabled(level) {
 		return
 	}
-	switch status.Code(err) {
-	case codes.NotFound, codes.InvalidArgument, codes.AlreadyExists, codes.Unimplemented, codes.Canceled:
-		entry.WithError(err).Debug("failed")
-	default:
-		entry.WithError(err).Warn("failed")
+	entry := logrus.WithFields(idFields(msgs...)).WithFields(logrus.Fields{"rpc": rpc, "duration": time.Since(start).String()})
+	if err == nil {
+		entry.Log(level, "done")
+		return
 	}
+	entry.WithError(err).Log(level, "failed")
 }
 
 func unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
@@ -85,7 +95,7 @@ func unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, 
 		if p := recover(); p != nil {
 			resp, err = nil, recovered(rpc, p)
 		}
-		logResult(rpc, idFields(req, resp), start, err)
+		logResult(rpc, start, err, req, resp)
 	}()
 	resp, err = handler(ctx, req)
 	return resp, toStatus(err)
@@ -98,7 +108,7 @@ func streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInf
 		if p := recover(); p != nil {
 			err = recovered(rpc, p)
 		}
-		logResult(rpc, nil, start, err)
+		logResult(rpc, start, err)
 	}()
 	return toStatus(handler(srv, ss))
 }
