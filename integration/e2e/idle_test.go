@@ -22,26 +22,23 @@ import (
 // The idle measurement is a measurement, not a pass/fail test: timings on
 // this shared machine are noise to a test. It runs only when asked:
 //
-//	go test -count=1 -v ./integration/e2e/ -run TestKubeletIdle -idle \
+//	go test -count=1 -v ./integration/e2e/ -run BenchmarkKubeletIdle -idle \
 //	    [-idle.pods 30] [-idle.window 90s] [-idle.cristats] [-idle.profile /tmp/crishim.pprof]
 var (
-	idleRun     = flag.Bool("idle", false, "run TestKubeletIdle, the idle-node measurement")
-	idlePods    = flag.Int("idle.pods", 30, "idle static pods for TestKubeletIdle")
-	idleWindow  = flag.Duration("idle.window", 90*time.Second, "measurement window of TestKubeletIdle")
-	idleStats   = flag.Bool("idle.cristats", false, "TestKubeletIdle: the kubelet takes pod and container stats from the CRI (PodAndContainerStatsFromCRI)")
-	idleEvented = flag.Bool("idle.evented", false, "TestKubeletIdle: the kubelet's EventedPLEG gate")
-	idleProfile = flag.String("idle.profile", "", "TestKubeletIdle: write a CPU profile of crishim over the window to this file")
+	idlePods    = flag.Int("idle.pods", 30, "idle static pods for BenchmarkKubeletIdle")
+	idleWindow  = flag.Duration("idle.window", 90*time.Second, "measurement window of BenchmarkKubeletIdle")
+	idleStats   = flag.Bool("idle.cristats", false, "BenchmarkKubeletIdle: the kubelet takes pod and container stats from the CRI (PodAndContainerStatsFromCRI)")
+	idleEvented = flag.Bool("idle.evented", false, "BenchmarkKubeletIdle: the kubelet's EventedPLEG gate")
+	idleProfile = flag.String("idle.profile", "", "BenchmarkKubeletIdle: write a CPU profile of crishim over the window to this file")
 )
 
-// TestKubeletIdle runs -idle.pods static pods under a kubelet, waits until
-// they are all Ready, then measures over -idle.window what the runtime
-// costs while nothing happens: the CRI calls the kubelet makes, the
+// BenchmarkKubeletIdle runs -idle.pods static pods under a kubelet, waits
+// until they are all Ready, then measures over -idle.window what the
+// runtime costs while nothing happens: the CRI calls the kubelet makes, the
 // containerd round trips crishim makes, and the CPU time and RSS of crishim
-// and containerd.
-func TestKubeletIdle(t *testing.T) {
-	if !*idleRun {
-		t.Skip("a measurement: run with -idle")
-	}
+// and containerd. One measurement whatever b.N: run it with -benchtime 1x.
+func BenchmarkKubeletIdle(bench *testing.B) {
+	var t testing.TB = bench
 	if raceEnabled {
 		t.Fatal("measure without -race: the race detector dominates crishim's CPU")
 	}
@@ -176,7 +173,7 @@ func TestKubeletIdle(t *testing.T) {
 const clockTicks = 100
 
 // cpuSeconds is a process's user plus system CPU time so far.
-func cpuSeconds(t *testing.T, pid int) float64 {
+func cpuSeconds(t testing.TB, pid int) float64 {
 	t.Helper()
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -190,7 +187,7 @@ func cpuSeconds(t *testing.T, pid int) float64 {
 }
 
 // shimCPU is the CPU time so far of every shim serving the test containerd.
-func shimCPU(t *testing.T) float64 {
+func shimCPU(t testing.TB) float64 {
 	var sum float64
 	for _, pid := range env.Containerd.Shims() {
 		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
@@ -200,7 +197,7 @@ func shimCPU(t *testing.T) float64 {
 	return sum
 }
 
-func rssMiB(t *testing.T, pid int) float64 {
+func rssMiB(t testing.TB, pid int) float64 {
 	t.Helper()
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {

@@ -145,7 +145,7 @@ func removeCgroupTree(rel string) error {
 
 // StartKubelet starts a kubelet on crishim and waits until it is healthy.
 // It is stopped, and its pods removed, when the test ends.
-func StartKubelet(t *testing.T, opts KubeletOptions) *Kubelet {
+func StartKubelet(t testing.TB, opts KubeletOptions) *Kubelet {
 	t.Helper()
 	crishim, err := env.Crishim()
 	if err != nil {
@@ -295,7 +295,7 @@ func StartKubelet(t *testing.T, opts KubeletOptions) *Kubelet {
 // containers and sandboxes, then stops the kubelet and removes what it
 // leaves to its garbage collection (stopped sandboxes, exited containers)
 // through the CRI, as a node drain would.
-func (k *Kubelet) stop(t *testing.T) {
+func (k *Kubelet) stop(t testing.TB) {
 	ents, _ := os.ReadDir(k.ManifestDir)
 	for _, e := range ents {
 		_ = os.Remove(filepath.Join(k.ManifestDir, e.Name()))
@@ -418,7 +418,7 @@ func (k *Kubelet) secureGet(ctx context.Context, path string) ([]byte, error) {
 }
 
 // AddPod writes a static pod manifest (a Pod object as JSON).
-func (k *Kubelet) AddPod(t *testing.T, pod map[string]any) {
+func (k *Kubelet) AddPod(t testing.TB, pod map[string]any) {
 	t.Helper()
 	data, err := json.MarshalIndent(pod, "", "  ")
 	if err != nil {
@@ -436,7 +436,7 @@ func (k *Kubelet) AddPod(t *testing.T, pod map[string]any) {
 }
 
 // DeletePod removes a static pod's manifest.
-func (k *Kubelet) DeletePod(t *testing.T, name string) {
+func (k *Kubelet) DeletePod(t testing.TB, name string) {
 	t.Helper()
 	if err := os.Remove(filepath.Join(k.ManifestDir, name+".json")); err != nil {
 		t.Fatal(err)
@@ -445,7 +445,7 @@ func (k *Kubelet) DeletePod(t *testing.T, name string) {
 
 // WaitPod polls the kubelet's view of the static pod name until cond holds.
 // A static pod's name in the kubelet is name-<node>.
-func (k *Kubelet) WaitPod(t *testing.T, name string, timeout time.Duration, what string, cond func(*Pod) bool) *Pod {
+func (k *Kubelet) WaitPod(t testing.TB, name string, timeout time.Duration, what string, cond func(*Pod) bool) *Pod {
 	t.Helper()
 	var last *Pod
 	err := testenv.Poll(timeout, 250*time.Millisecond, what, func() (bool, error) {
@@ -471,7 +471,7 @@ func (k *Kubelet) WaitPod(t *testing.T, name string, timeout time.Duration, what
 }
 
 // WaitPodGone polls until the kubelet no longer lists the static pod.
-func (k *Kubelet) WaitPodGone(t *testing.T, name string, timeout time.Duration) {
+func (k *Kubelet) WaitPodGone(t testing.TB, name string, timeout time.Duration) {
 	t.Helper()
 	err := testenv.Poll(timeout, 250*time.Millisecond, "pod "+name+" gone", func() (bool, error) {
 		pods, err := k.Pods()

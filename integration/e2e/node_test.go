@@ -70,7 +70,7 @@ func runNodeSuite(t *testing.T, name string, evented bool) {
 
 // checkNoLeaks: once every pod is gone, nothing of them may remain, shims
 // included (a pod's shim exits once its last task is deleted).
-func checkNoLeaks(t *testing.T) {
+func checkNoLeaks(t testing.TB) {
 	t.Helper()
 	var shims []int
 	if err := testenv.Poll(30*time.Second, 200*time.Millisecond, "shims exited", func() (bool, error) {
