@@ -217,12 +217,11 @@ func rssMiB(t testing.TB, pid int) float64 {
 
 // scrape reads a Prometheus text exposition into sample line -> value.
 func scrape(url string) (map[string]float64, error) {
-	resp, err := http.Get(url)
+	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
+	data, err := fetch(http.DefaultClient, req)
 	if err != nil {
 		return nil, err
 	}
