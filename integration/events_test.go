@@ -3,7 +3,6 @@
 package integration
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -16,23 +15,7 @@ import (
 func TestContainerEvents(t *testing.T) {
 	t.Parallel()
 	c := newClient(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	stream, err := c.rt.GetContainerEvents(ctx, &runtime.GetEventsRequest{})
-	if err != nil {
-		t.Fatalf("GetContainerEvents: %v", err)
-	}
-	evc := make(chan *runtime.ContainerEventResponse, 256)
-	go func() {
-		defer close(evc)
-		for {
-			ev, err := stream.Recv()
-			if err != nil {
-				return
-			}
-			evc <- ev
-		}
-	}()
+	evc := subscribeEvents(t, c)
 
 	pod := podConfig(t, "events")
 	podID := c.runPod(pod)

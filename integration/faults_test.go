@@ -3,7 +3,6 @@
 package integration
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containerd/containerd/namespaces"
 	"google.golang.org/grpc/codes"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -26,13 +24,8 @@ import (
 // straight from containerd.
 func taskPIDs(t *testing.T) map[string]uint32 {
 	t.Helper()
-	client, err := env.Containerd.Client(testenv.Namespace)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), testenv.Namespace), 30*time.Second)
-	defer cancel()
+	client, ctx, done := containerdNS(t)
+	defer done()
 	resp, err := client.TaskService().List(ctx, nil)
 	if err != nil {
 		t.Fatalf("list tasks: %v", err)

@@ -4,6 +4,7 @@ package integration
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -11,6 +12,35 @@ import (
 
 	"github.com/crishim/crishim/faultpoint"
 )
+
+// armFaultPoints restarts crishim with the fault points of spec armed
+// (faultpoint's "point=action,..." form) and returns the disarm, which
+// restarts it without them; the test's cleanup disarms if it did not.
+func (c *client) armFaultPoints(spec string) (disarm func()) {
+	t := c.t
+	t.Helper()
+	crishim, err := env.Crishim()
+	if err != nil {
+		t.Fatal(err)
+	}
+	crishim.SetEnv(faultpoint.EnvVar + "=" + spec)
+	if err := crishim.Restart(); err != nil {
+		t.Fatalf("restart crishim with %s armed: %v", spec, err)
+	}
+	c.reconnect()
+	var once sync.Once
+	disarm = func() {
+		once.Do(func() {
+			crishim.SetEnv()
+			if err := crishim.Restart(); err != nil {
+				t.Errorf("restart crishim without fault points: %v", err)
+			}
+			c.reconnect()
+		})
+	}
+	t.Cleanup(disarm)
+	return disarm
+}
 
 // subscribeEvents follows the node's CRI events until the test ends.
 func subscribeEvents(t *testing.T, c *client) <-chan *runtime.ContainerEventResponse {
@@ -122,22 +152,7 @@ func TestOOMKilled(t *testing.T) {
 	t.Run("event-only", func(t *testing.T) {
 		c := newClient(t)
 		c.trackConns()
-		crishim, err := env.Crishim()
-		if err != nil {
-			t.Fatal(err)
-		}
-		crishim.SetEnv(faultpoint.EnvVar + "=container.readOOMCounter=error")
-		if err := crishim.Restart(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			crishim.SetEnv()
-			if err := crishim.Restart(); err != nil {
-				t.Errorf("restart crishim without fault points: %v", err)
-			}
-			c.reconnect()
-		})
-		c.reconnect()
+		c.armFaultPoints("container.readOOMCounter=error")
 		check(t, c)
 	})
 }

@@ -304,17 +304,24 @@ func taskExit(t *testing.T, id string, timeout time.Duration) (uint32, time.Time
 	}
 }
 
-// containerdObjects lists crishim's containerd containers, active
-// snapshots and leases, straight from containerd.
-func containerdObjects(t *testing.T) (ctrs, snaps, leases []string) {
+// containerdNS is a client of the test containerd and a context in
+// crishim's namespace; done closes both.
+func containerdNS(t *testing.T) (*containerd.Client, context.Context, func()) {
 	t.Helper()
 	client, err := env.Containerd.Client(testenv.Namespace)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer client.Close()
 	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), testenv.Namespace), 30*time.Second)
-	defer cancel()
+	return client, ctx, func() { cancel(); client.Close() }
+}
+
+// containerdObjects lists crishim's containerd containers, active
+// snapshots and leases, straight from containerd.
+func containerdObjects(t *testing.T) (ctrs, snaps, leases []string) {
+	t.Helper()
+	client, ctx, done := containerdNS(t)
+	defer done()
 	list, err := client.Containers(ctx)
 	if err != nil {
 		t.Fatal(err)

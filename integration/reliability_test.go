@@ -556,18 +556,7 @@ func TestCrashMidway(t *testing.T) {
 func TestRetryAfterClientTimeout(t *testing.T) {
 	c := newClient(t)
 	c.trackConns()
-	crishim, _ := env.Crishim()
-	crishim.SetEnv(faultpoint.EnvVar + "=sandbox.beforeStart=sleep:3s,container.afterCreate=sleep:3s")
-	if err := crishim.Restart(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		crishim.SetEnv()
-		if err := crishim.Restart(); err != nil {
-			t.Errorf("restart crishim without fault points: %v", err)
-		}
-	})
-	c.reconnect()
+	c.armFaultPoints("sandbox.beforeStart=sleep:3s,container.afterCreate=sleep:3s")
 
 	shortCall := func(call func(ctx context.Context) error) {
 		t.Helper()

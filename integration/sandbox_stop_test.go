@@ -3,30 +3,20 @@
 package integration
 
 import (
-	"context"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/containerd/containerd/errdefs"
-	"github.com/containerd/containerd/namespaces"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
-
-	"github.com/crishim/crishim/faultpoint"
-	"github.com/crishim/crishim/integration/testenv"
 )
 
 // pauseTask kills the pause process of pod podID (sig != 0) and reports
 // whether its task is still in containerd.
 func pauseTask(t *testing.T, podID string, sig syscall.Signal) bool {
 	t.Helper()
-	client, err := env.Containerd.Client(testenv.Namespace)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), testenv.Namespace), 30*time.Second)
-	defer cancel()
+	client, ctx, done := containerdNS(t)
+	defer done()
 	c, err := client.LoadContainer(ctx, podID)
 	if err != nil {
 		t.Fatalf("pause container of %s: %v", podID, err)
@@ -77,29 +67,7 @@ func TestPodStopReportedOnce(t *testing.T) {
 	t.Run("failed stop then pause death", func(t *testing.T) {
 		c := newClient(t)
 		c.trackConns()
-		crishim, err := env.Crishim()
-		if err != nil {
-			t.Fatal(err)
-		}
-		armed := true
-		disarm := func() {
-			armed = false
-			crishim.SetEnv()
-			if err := crishim.Restart(); err != nil {
-				t.Fatalf("restart crishim without fault points: %v", err)
-			}
-			c.reconnect()
-		}
-		t.Cleanup(func() {
-			if armed {
-				disarm()
-			}
-		})
-		crishim.SetEnv(faultpoint.EnvVar + "=sandbox.beforeKillPause=error")
-		if err := crishim.Restart(); err != nil {
-			t.Fatal(err)
-		}
-		c.reconnect()
+		disarm := c.armFaultPoints("sandbox.beforeKillPause=error")
 		evc := subscribeEvents(t, c)
 		pod := podConfig(t, "failedstop")
 		podID := c.runPod(pod)
