@@ -5,7 +5,7 @@ export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 GO        ?= go
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X github.com/crishim/crishim/version.Version=$(VERSION)
-PAUSE     := image/pausebin/pause
+PAUSE     := internal/image/pausebin/pause
 BIN       := bin/crishim
 # go test's own limit per package binary, and a hard stop for the whole run.
 TEST_TIMEOUT  ?= 15m
@@ -19,7 +19,7 @@ all: build
 # The pause program is embedded in crishim (go:embed), so it is built first.
 pause: $(PAUSE)
 
-$(PAUSE): pause/pause.c
+$(PAUSE): internal/image/pausebin/pause.c
 	@mkdir -p $(dir $@)
 	gcc -static -Os -s -o $@ $<
 

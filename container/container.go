@@ -32,20 +32,20 @@ import (
 	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/crishim/crishim/events"
-	"github.com/crishim/crishim/faultpoint"
-	"github.com/crishim/crishim/idprefix"
-	"github.com/crishim/crishim/image"
 	"github.com/crishim/crishim/internal/cgroup"
+	"github.com/crishim/crishim/internal/events"
+	"github.com/crishim/crishim/internal/faultpoint"
+	"github.com/crishim/crishim/internal/idprefix"
+	"github.com/crishim/crishim/internal/image"
+	"github.com/crishim/crishim/internal/journal"
+	"github.com/crishim/crishim/internal/names"
+	"github.com/crishim/crishim/internal/oomscore"
 	"github.com/crishim/crishim/internal/runtimeopts"
+	"github.com/crishim/crishim/internal/stats"
 	"github.com/crishim/crishim/internal/undo"
-	"github.com/crishim/crishim/journal"
 	"github.com/crishim/crishim/lifecycle"
-	"github.com/crishim/crishim/names"
-	"github.com/crishim/crishim/oomscore"
 	crishimpb "github.com/crishim/crishim/proto"
 	"github.com/crishim/crishim/sandbox"
-	"github.com/crishim/crishim/stats"
 )
 
 // Labels and extensions of the containerd container behind an app container.

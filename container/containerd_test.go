@@ -19,8 +19,8 @@ import (
 	"google.golang.org/grpc/status"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/crishim/crishim/image"
 	"github.com/crishim/crishim/integration/testenv"
+	"github.com/crishim/crishim/internal/image"
 	"github.com/crishim/crishim/sandbox"
 )
 

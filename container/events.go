@@ -6,8 +6,8 @@ import (
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/crishim/crishim/events"
-	"github.com/crishim/crishim/stats"
+	"github.com/crishim/crishim/internal/events"
+	"github.com/crishim/crishim/internal/stats"
 )
 
 // SetPublisher makes the manager report container lifecycle transitions

@@ -15,8 +15,8 @@ import (
 	"github.com/sirupsen/logrus"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/crishim/crishim/faultpoint"
 	"github.com/crishim/crishim/internal/cgroup"
+	"github.com/crishim/crishim/internal/faultpoint"
 )
 
 // exitEventWait bounds how long a failed container's exit waits for

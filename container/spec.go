@@ -16,9 +16,9 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/crishim/crishim/image"
 	"github.com/crishim/crishim/internal/cgroup"
-	"github.com/crishim/crishim/oomscore"
+	"github.com/crishim/crishim/internal/image"
+	"github.com/crishim/crishim/internal/oomscore"
 	"github.com/crishim/crishim/sandbox"
 )
 

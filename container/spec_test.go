@@ -16,7 +16,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/crishim/crishim/image"
+	"github.com/crishim/crishim/internal/image"
 	"github.com/crishim/crishim/sandbox"
 )
 

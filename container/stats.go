@@ -12,7 +12,7 @@ import (
 
 	"github.com/crishim/crishim/internal/cgroup"
 	"github.com/crishim/crishim/internal/runtimeopts"
-	"github.com/crishim/crishim/stats"
+	"github.com/crishim/crishim/internal/stats"
 )
 
 // snapshotterRooter is the optional part of the image service that names

@@ -10,7 +10,7 @@ import (
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/crishim/crishim/faultpoint"
+	"github.com/crishim/crishim/internal/faultpoint"
 )
 
 // armFaultPoints restarts crishim with the fault points of spec armed

@@ -18,7 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/crishim/crishim/faultpoint"
+	"github.com/crishim/crishim/internal/faultpoint"
 )
 
 // restartPods is how many pods TestRestartKeepsPods runs across restarts.

@@ -18,7 +18,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crishim/crishim/integration/testenv"
-	"github.com/crishim/crishim/stats"
+	"github.com/crishim/crishim/internal/stats"
 )
 
 // busyCmd burns CPU and holds some memory until SIGTERM.

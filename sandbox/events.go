@@ -6,7 +6,7 @@ import (
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/crishim/crishim/events"
+	"github.com/crishim/crishim/internal/events"
 )
 
 // SetPublisher makes the manager report pod lifecycle transitions to p;

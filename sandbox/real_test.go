@@ -19,10 +19,10 @@ import (
 	"github.com/containerd/containerd/remotes/docker/config"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/crishim/crishim/image"
 	"github.com/crishim/crishim/integration/testenv"
+	"github.com/crishim/crishim/internal/image"
+	"github.com/crishim/crishim/internal/network"
 	"github.com/crishim/crishim/internal/runtimeopts"
-	"github.com/crishim/crishim/network"
 )
 
 // The real-stack tests run pods on a private containerd and registry

@@ -13,12 +13,12 @@ import (
 	"github.com/sirupsen/logrus"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/crishim/crishim/faultpoint"
-	"github.com/crishim/crishim/image"
+	"github.com/crishim/crishim/internal/faultpoint"
+	"github.com/crishim/crishim/internal/image"
+	"github.com/crishim/crishim/internal/network"
 	"github.com/crishim/crishim/internal/runtimeopts"
 	"github.com/crishim/crishim/internal/undo"
 	"github.com/crishim/crishim/lifecycle"
-	"github.com/crishim/crishim/network"
 	crishimpb "github.com/crishim/crishim/proto"
 )
 

@@ -19,16 +19,16 @@ import (
 	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/crishim/crishim/events"
-	"github.com/crishim/crishim/idprefix"
-	"github.com/crishim/crishim/image"
 	"github.com/crishim/crishim/internal/cgroup"
+	"github.com/crishim/crishim/internal/events"
+	"github.com/crishim/crishim/internal/idprefix"
+	"github.com/crishim/crishim/internal/image"
+	"github.com/crishim/crishim/internal/journal"
+	"github.com/crishim/crishim/internal/names"
+	"github.com/crishim/crishim/internal/network"
+	"github.com/crishim/crishim/internal/oomscore"
+	"github.com/crishim/crishim/internal/stats"
 	"github.com/crishim/crishim/internal/undo"
-	"github.com/crishim/crishim/journal"
-	"github.com/crishim/crishim/names"
-	"github.com/crishim/crishim/network"
-	"github.com/crishim/crishim/oomscore"
-	"github.com/crishim/crishim/stats"
 )
 
 // Config is what the sandbox manager needs from crishim's configuration.

@@ -13,7 +13,7 @@ import (
 	"github.com/containerd/containerd/oci"
 	"github.com/containerd/containerd/pkg/cap"
 	"github.com/crishim/crishim/internal/cgroup"
-	"github.com/crishim/crishim/oomscore"
+	"github.com/crishim/crishim/internal/oomscore"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )

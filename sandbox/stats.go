@@ -12,7 +12,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crishim/crishim/internal/cgroup"
-	"github.com/crishim/crishim/stats"
+	"github.com/crishim/crishim/internal/stats"
 )
 
 // StatsIDs lists the ready pods matching filter, oldest first: a stopped

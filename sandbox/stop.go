@@ -10,7 +10,7 @@ import (
 	"github.com/containerd/containerd/errdefs"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/crishim/crishim/faultpoint"
+	"github.com/crishim/crishim/internal/faultpoint"
 	"github.com/crishim/crishim/lifecycle"
 	crishimpb "github.com/crishim/crishim/proto"
 )

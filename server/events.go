@@ -8,7 +8,7 @@ import (
 	"google.golang.org/grpc/status"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/crishim/crishim/events"
+	"github.com/crishim/crishim/internal/events"
 )
 
 // wireEvents makes the domain managers publish to the server's broker.

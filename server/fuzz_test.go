@@ -23,8 +23,8 @@ import (
 	"google.golang.org/grpc/status"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/crishim/crishim/config"
 	"github.com/crishim/crishim/integration/testenv"
+	"github.com/crishim/crishim/internal/config"
 )
 
 // The fuzz target drives the real handlers in-process, on a private

@@ -14,9 +14,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
-	"github.com/crishim/crishim/config"
+	"github.com/crishim/crishim/internal/config"
+	"github.com/crishim/crishim/internal/metrics"
 	"github.com/crishim/crishim/lifecycle"
-	"github.com/crishim/crishim/metrics"
 )
 
 // metricsUnary is the outermost interceptor, so it sees the final gRPC

@@ -12,7 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/crishim/crishim/metrics"
+	"github.com/crishim/crishim/internal/metrics"
 )
 
 func TestMetricsInterceptorCountsFinalCodes(t *testing.T) {

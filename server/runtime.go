@@ -6,7 +6,7 @@ import (
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/crishim/crishim/version"
+	"github.com/crishim/crishim/internal/version"
 )
 
 // Version reports crishim and the CRI API version it serves.

@@ -23,12 +23,12 @@ import (
 	"google.golang.org/grpc/status"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/crishim/crishim/config"
 	"github.com/crishim/crishim/container"
-	"github.com/crishim/crishim/events"
-	"github.com/crishim/crishim/image"
-	"github.com/crishim/crishim/metrics"
-	"github.com/crishim/crishim/network"
+	"github.com/crishim/crishim/internal/config"
+	"github.com/crishim/crishim/internal/events"
+	"github.com/crishim/crishim/internal/image"
+	"github.com/crishim/crishim/internal/metrics"
+	"github.com/crishim/crishim/internal/network"
 	"github.com/crishim/crishim/sandbox"
 )
 

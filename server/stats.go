@@ -6,7 +6,7 @@ import (
 	"github.com/containerd/containerd/errdefs"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/crishim/crishim/stats"
+	"github.com/crishim/crishim/internal/stats"
 )
 
 // ContainerStats reports one container's resource usage.

@@ -20,8 +20,8 @@ import (
 	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
 	utilexec "k8s.io/utils/exec"
 
-	"github.com/crishim/crishim/config"
 	"github.com/crishim/crishim/container"
+	"github.com/crishim/crishim/internal/config"
 )
 
 // streamService is the HTTP server behind Exec, Attach and PortForward:

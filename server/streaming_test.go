@@ -19,9 +19,9 @@ import (
 	"k8s.io/streaming/pkg/httpstream"
 	utilexec "k8s.io/utils/exec"
 
-	"github.com/crishim/crishim/config"
 	"github.com/crishim/crishim/container"
 	"github.com/crishim/crishim/integration/testenv"
+	"github.com/crishim/crishim/internal/config"
 )
 
 func TestExecErrorCarriesExitCode(t *testing.T) {

@@ -14,7 +14,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crishim/crishim/container"
-	"github.com/crishim/crishim/idprefix"
+	"github.com/crishim/crishim/internal/idprefix"
 	"github.com/crishim/crishim/lifecycle"
 	"github.com/crishim/crishim/sandbox"
 )

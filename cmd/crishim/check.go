@@ -7,7 +7,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
 
-	"github.com/crishim/crishim/preflight"
+	"github.com/crishim/crishim/internal/preflight"
 )
 
 // checkCommand takes serve's flags and config file, so that it checks the

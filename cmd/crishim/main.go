@@ -13,9 +13,9 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
 
-	"github.com/crishim/crishim/config"
+	"github.com/crishim/crishim/internal/config"
+	"github.com/crishim/crishim/internal/version"
 	"github.com/crishim/crishim/server"
-	"github.com/crishim/crishim/version"
 )
 
 func main() {

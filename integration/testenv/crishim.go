@@ -21,8 +21,8 @@ import (
 // PauseSource and PauseBinary are, relative to the repository root, the
 // project's pause program and where the build puts it for go:embed.
 const (
-	PauseSource = "pause/pause.c"
-	PauseBinary = "image/pausebin/pause"
+	PauseSource = "internal/image/pausebin/pause.c"
+	PauseBinary = "internal/image/pausebin/pause"
 )
 
 // BuildPause compiles the pause program unless an up-to-date build exists.

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/crishim/crishim/config"
+	"github.com/crishim/crishim/internal/config"
 )
 
 // fakeMachine is a healthy cgroup v2 machine; tests break one thing each.

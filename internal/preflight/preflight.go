@@ -13,7 +13,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/crishim/crishim/config"
+	"github.com/crishim/crishim/internal/config"
 )
 
 // Level is a check's verdict.

@@ -25,7 +25,7 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// pauseFS holds the pause program built from pause/pause.c by make. The
+// pauseFS holds the pause program built from pausebin/pause.c by make. The
 // directory is committed with only a .gitkeep, so a plain `go build` still
 // works and EnsureSandboxImage explains what is missing.
 //

@@ -13,8 +13,8 @@ import (
 	"github.com/containerd/containerd/errdefs"
 	"golang.org/x/sys/unix"
 
-	"github.com/crishim/crishim/config"
-	"github.com/crishim/crishim/network"
+	"github.com/crishim/crishim/internal/config"
+	"github.com/crishim/crishim/internal/network"
 )
 
 // Machine returns the probes of the machine crishim runs on.
