@@ -4,7 +4,7 @@ export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 
 GO        ?= go
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -X github.com/crishim/crishim/version.Version=$(VERSION)
+LDFLAGS   := -X github.com/crishim/crishim/internal/version.Version=$(VERSION)
 PAUSE     := internal/image/pausebin/pause
 BIN       := bin/crishim
 # go test's own limit per package binary, and a hard stop for the whole run.

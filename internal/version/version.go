@@ -1,5 +1,5 @@
 // Package version carries crishim's build version, set by the linker:
-// -X github.com/crishim/crishim/version.Version=...
+// -X github.com/crishim/crishim/internal/version.Version=...
 package version
 
 // Version is crishim's release or git description.
