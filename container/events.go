@@ -2,7 +2,6 @@ package container
 
 import (
 	"context"
-	"time"
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -22,7 +21,7 @@ func (m *Manager) publish(e *entry, typ runtime.ContainerEventType) {
 	if m.events == nil {
 		return
 	}
-	m.events.Publish(events.Event{ID: e.id, SandboxID: e.rec.SandboxId, Type: typ, At: time.Now()})
+	m.events.Publish(events.Event{ID: e.id, SandboxID: e.rec.SandboxId, Type: typ})
 }
 
 // PodStatuses reports every container of pod podID, for pod sandbox

@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"context"
-	"time"
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -20,7 +19,7 @@ func (m *Manager) publish(p *pod, typ runtime.ContainerEventType, final *runtime
 	if m.events == nil {
 		return
 	}
-	m.events.Publish(events.Event{ID: p.id, SandboxID: p.id, Type: typ, At: time.Now(), Sandbox: final})
+	m.events.Publish(events.Event{ID: p.id, SandboxID: p.id, Type: typ, Sandbox: final})
 }
 
 // finalStatus is the status of a pod about to be removed.

@@ -226,10 +226,14 @@ func (s *Server) ServeListener(ctx context.Context, l net.Listener) error {
 	notifySystemd("STOPPING=1")
 	stopped := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(stopped) }()
+	// Event streams never end on their own: ended here, with a status that
+	// tells the kubelet to relist, they let the graceful stop finish as soon
+	// as the calls in flight have.
+	s.events.Close()
 	select {
 	case <-stopped:
 	case <-time.After(5 * time.Second):
-		// Streams such as GetContainerEvents never end on their own.
+		logrus.Warn("calls still in flight 5 s after the shutdown began: closing them")
 		s.grpc.Stop()
 	}
 	return nil
