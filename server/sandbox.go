@@ -56,6 +56,12 @@ func (s *Server) PodSandboxStatus(ctx context.Context, req *runtime.PodSandboxSt
 	if err != nil {
 		return nil, err
 	}
+	// Taken before the statuses are read: the kubelet's evented PLEG caches
+	// this answer as the pod's state at this time, and an event stamped
+	// later replaces it. A time taken after the reads would make a
+	// transition in between (its event stamped earlier) lose to this older
+	// answer until the next relist, minutes later.
+	at := time.Now().UnixNano()
 	st, info, err := s.sandboxes.Status(ctx, id, req.GetVerbose())
 	if err != nil {
 		return nil, err
@@ -66,7 +72,7 @@ func (s *Server) PodSandboxStatus(ctx context.Context, req *runtime.PodSandboxSt
 		Status:             st,
 		Info:               info,
 		ContainersStatuses: s.containers.PodStatuses(st.GetId()),
-		Timestamp:          time.Now().UnixNano(),
+		Timestamp:          at,
 	}, nil
 }
 
