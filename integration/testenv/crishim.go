@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -101,6 +102,9 @@ type Crishim struct {
 	// env is added to crishim's environment and extra to its command line
 	// at the next start.
 	env, extra []string
+	// held is the CRI socket while the harness listens on it in
+	// crishim's place (HoldSocket).
+	held *os.File
 }
 
 // StartCrishim starts crishim and waits until it answers Version.
@@ -151,7 +155,15 @@ func (c *Crishim) start() error {
 	if len(c.env) > 0 {
 		fmt.Fprintf(logFile(c.cfg.LogPath), "=== harness: environment %s\n", strings.Join(c.env, " "))
 	}
-	d, err := startDaemonEnv("crishim", c.cfg.LogPath, c.env, c.Args()...)
+	argv, files := c.Args(), []*os.File(nil)
+	if c.held != nil {
+		// As systemd passes crishim.socket: fd 3, and LISTEN_PID naming the
+		// daemon itself, which the shell becomes by exec.
+		argv = append([]string{"/bin/sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"`}, argv...)
+		files = []*os.File{c.held}
+		fmt.Fprintf(logFile(c.cfg.LogPath), "=== harness: the socket is passed as fd 3 (socket activation)\n")
+	}
+	d, err := startDaemonFiles("crishim", c.cfg.LogPath, c.env, files, argv...)
 	if err != nil {
 		return err
 	}
@@ -191,6 +203,53 @@ func (c *Crishim) Stop() error {
 		err = fmt.Errorf("crishim exited with %v after SIGTERM", c.d.waitErr)
 	}
 	c.d = nil
+	return err
+}
+
+// HoldSocket makes the harness own the CRI socket from the next start on
+// and hand it to crishim as systemd's crishim.socket does: across a
+// restart, clients' connections then wait in the socket's backlog instead
+// of finding no socket. Call it while crishim is stopped.
+func (c *Crishim) HoldSocket() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.d != nil {
+		return errors.New("crishim is running: stop it before taking its socket")
+	}
+	if c.held != nil {
+		return nil
+	}
+	if err := os.Remove(c.Socket); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: c.Socket, Net: "unix"})
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", c.Socket, err)
+	}
+	// The file is all that is kept: the socket lives as long as it.
+	f, err := l.File()
+	l.SetUnlinkOnClose(false)
+	l.Close()
+	if err != nil {
+		return err
+	}
+	c.held = f
+	return nil
+}
+
+// ReleaseSocket gives the socket back to crishim from its next start on,
+// which then creates its own. Call it while crishim is stopped.
+func (c *Crishim) ReleaseSocket() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.d != nil {
+		return errors.New("crishim is running: stop it before giving its socket back")
+	}
+	if c.held == nil {
+		return nil
+	}
+	err := c.held.Close()
+	c.held = nil
 	return err
 }
 

@@ -31,6 +31,11 @@ func startDaemon(name, logPath string, argv ...string) (*daemon, error) {
 
 // startDaemonEnv is startDaemon with extra environment variables.
 func startDaemonEnv(name, logPath string, env []string, argv ...string) (*daemon, error) {
+	return startDaemonFiles(name, logPath, env, nil, argv...)
+}
+
+// startDaemonFiles is startDaemonEnv with files passed as fd 3 onwards.
+func startDaemonFiles(name, logPath string, env []string, files []*os.File, argv ...string) (*daemon, error) {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("open %s log: %w", name, err)
@@ -42,6 +47,7 @@ func startDaemonEnv(name, logPath string, env []string, argv ...string) (*daemon
 	if len(env) > 0 {
 		cmd.Env = append(os.Environ(), env...)
 	}
+	cmd.ExtraFiles = files
 	// A group of its own keeps a Ctrl-C aimed at `go test` from killing the
 	// daemons before the harness has cleaned up behind them, and a parent
 	// death signal stops them if the test binary itself is killed.
