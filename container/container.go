@@ -690,6 +690,18 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	if err := m.stop(ctx, e, m.terminationGrace(e)); err != nil {
 		return err
 	}
+	// The state reads EXITED while the exit is still being recorded: its
+	// STOPPED event goes out first, or DELETED would overtake it.
+	e.mu.Lock()
+	exited := e.state == runtime.ContainerState_CONTAINER_EXITED
+	e.mu.Unlock()
+	if exited {
+		select {
+		case <-e.exited:
+		case <-ctx.Done():
+			return fmt.Errorf("remove container %s: its exit is still being recorded: %w", e.id, ctx.Err())
+		}
+	}
 	e.mu.Lock()
 	e.status.Removing = true
 	st := proto.Clone(e.status).(*crishimpb.ContainerStatusRecord)
