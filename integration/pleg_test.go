@@ -387,14 +387,19 @@ func podLifecycle(ctx context.Context, c *client, pod *runtime.PodSandboxConfig,
 		return podID, objs, fmt.Errorf("RemoveContainer poststart: %w", err)
 	}
 
-	// Left running: StopPodSandbox stops it, RemovePodSandbox removes it.
-	left, err := create(containerConfig("left", env.BusyboxImage, idleCmd...))
-	if err != nil {
-		return podID, objs, err
-	}
-	objs = append(objs, object{id: left, name: "left", want: all, exit: exitWant{137, "Error"}})
-	if err := start(left); err != nil {
-		return podID, objs, fmt.Errorf("StartContainer left: %w", err)
+	// Left running: StopPodSandbox stops them all at once, so their exits
+	// are recorded and published side by side; RemovePodSandbox removes
+	// them.
+	for i := 0; i < 3; i++ {
+		name := fmt.Sprintf("left%d", i)
+		left, err := create(containerConfig(name, env.BusyboxImage, idleCmd...))
+		if err != nil {
+			return podID, objs, err
+		}
+		objs = append(objs, object{id: left, name: name, want: all, exit: exitWant{137, "Error"}})
+		if err := start(left); err != nil {
+			return podID, objs, fmt.Errorf("StartContainer %s: %w", name, err)
+		}
 	}
 	if _, err := rt.StopPodSandbox(ctx, &runtime.StopPodSandboxRequest{PodSandboxId: podID}); err != nil {
 		return podID, objs, fmt.Errorf("StopPodSandbox: %w", err)
