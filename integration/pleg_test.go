@@ -500,9 +500,11 @@ func TestEventsAcrossRestart(t *testing.T) {
 
 	// SIGTERM: the stream ends with crishim's own status, not a connection
 	// torn down after the graceful stop gave up waiting for it.
+	stopping := time.Now()
 	if err := crishim.Stop(); err != nil {
 		t.Fatalf("stop crishim: %v", err)
 	}
+	t.Logf("crishim exited %s after SIGTERM with an event subscriber", time.Since(stopping).Round(time.Millisecond))
 	end := before.ended(t, 10*time.Second)
 	if st, _ := status.FromError(end); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "shutting down") {
 		t.Errorf("event stream at SIGTERM ended with %v, want Unavailable saying crishim is shutting down", end)
