@@ -225,6 +225,11 @@ func scrape(url string) (map[string]float64, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseMetrics(data), nil
+}
+
+// parseMetrics reads a Prometheus text exposition into sample line -> value.
+func parseMetrics(data []byte) map[string]float64 {
 	out := map[string]float64{}
 	for _, line := range strings.Split(string(data), "\n") {
 		if line == "" || line[0] == '#' {
@@ -237,7 +242,7 @@ func scrape(url string) (map[string]float64, error) {
 		}
 		out[line[:i]] = v
 	}
-	return out, nil
+	return out
 }
 
 // delta sums the increase of metric's samples between two scrapes by the

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -158,17 +157,7 @@ func (k *Kubelet) metric(t *testing.T, name string) float64 {
 	if err != nil {
 		t.Fatalf("kubelet metrics: %v", err)
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) == 2 && f[0] == name {
-			v, err := strconv.ParseFloat(f[1], 64)
-			if err != nil {
-				t.Fatalf("kubelet metric %s: %v", line, err)
-			}
-			return v
-		}
-	}
-	return 0
+	return parseMetrics(data)[name]
 }
 
 // sandboxOf is the ID of the static pod's ready sandbox in crishim.
