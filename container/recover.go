@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/crishim/crishim/internal/faultpoint"
 	crishimpb "github.com/crishim/crishim/proto"
 )
 
@@ -92,6 +93,9 @@ func (m *Manager) recoverOne(ctx context.Context, c containerd.Container) error 
 	}
 
 	task, err := c.Task(ctx, nil)
+	if err == nil {
+		err = faultpoint.Hit("container.recoverTask")
+	}
 	if errdefs.IsNotFound(err) {
 		if e.state == runtime.ContainerState_CONTAINER_RUNNING {
 			// Started, but its task is gone and nobody saw the exit.
@@ -103,6 +107,9 @@ func (m *Manager) recoverOne(ctx context.Context, c containerd.Container) error 
 		return fmt.Errorf("load task: %w", err)
 	}
 	st, err := task.Status(ctx)
+	if err == nil {
+		err = faultpoint.Hit("container.recoverStatus")
+	}
 	if err != nil {
 		return fmt.Errorf("task status: %w", err)
 	}
@@ -116,6 +123,9 @@ func (m *Manager) recoverOne(ctx context.Context, c containerd.Container) error 
 			started = proto.Clone(status).(*crishimpb.ContainerStatusRecord)
 		}
 		task, err = c.Task(ctx, func(fifos *cio.FIFOSet) (cio.IO, error) {
+			if err := faultpoint.Hit("container.recoverIO"); err != nil {
+				return nil, err
+			}
 			tio, err := openTaskIO(fifos.Config, rec.LogPath, log, m.cfg.ObserveLogDrop)
 			if err != nil {
 				return nil, err
