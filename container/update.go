@@ -34,9 +34,13 @@ func (m *Manager) UpdateResources(ctx context.Context, id string, r *runtime.Lin
 	if err != nil {
 		return err
 	}
-	// Two concurrent updates would persist one spec and apply the other.
-	m.updateMu.Lock()
-	defer m.updateMu.Unlock()
+	// Two concurrent updates would persist one spec and apply the other;
+	// a removal must not come between the check and the update.
+	unlock, err := e.lockOp(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 
 	e.mu.Lock()
 	state, old := e.state, e.spec
