@@ -217,7 +217,9 @@ func (m *Manager) markExited(e *entry, code int32, exitedAt time.Time, reason, m
 		e.state = runtime.ContainerState_CONTAINER_EXITED
 		e.io, e.watched = nil, false
 		e.unknownReason, e.unknownMessage = "", ""
-		if e.status.StartedAt == 0 {
+		if reason == ReasonStartError && e.status.StartedAt == 0 {
+			// A start that failed is reported as one that began and
+			// ended at once, as other runtimes report it.
 			e.status.StartedAt = exitedAt.UnixNano()
 		}
 		e.status.FinishedAt = exitedAt.UnixNano()

@@ -4,6 +4,7 @@ package integration
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -83,6 +84,7 @@ func TestRecoverUnknownContainer(t *testing.T) {
 			// more than any of them needs with a 2 s grace.
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
+			began := time.Now()
 			switch tc.teardown {
 			case "stop-remove":
 				if _, err := c.rt.StopContainer(ctx, &runtime.StopContainerRequest{ContainerId: id, Timeout: 2}); err != nil {
@@ -108,6 +110,7 @@ func TestRecoverUnknownContainer(t *testing.T) {
 			if _, err := c.rt.RemovePodSandbox(ctx, &runtime.RemovePodSandboxRequest{PodSandboxId: podID}); err != nil {
 				t.Fatalf("RemovePodSandbox: %v", err)
 			}
+			t.Logf("teardown %s of the UNKNOWN container and its pod took %s", tc.teardown, time.Since(began).Round(time.Millisecond))
 			c.assertPodGone(podID, []string{id})
 			if held := containerdHolds(t, id); len(held) > 0 {
 				t.Errorf("containerd still holds the removed container's %v", held)
@@ -134,7 +137,26 @@ func TestRecoverUnknownHealed(t *testing.T) {
 				"sh", "-c", "while [ ! -e /tmp/go ]; do sleep 0.1; done; echo bye; exit 3"))
 
 			disarm := c.armFaultPoints(point + "=error:1")
+			began := time.Now()
 			st := c.waitContainerState(id, runtime.ContainerState_CONTAINER_RUNNING, time.Minute)
+			t.Logf("RUNNING again %s after crishim answered", time.Since(began).Round(time.Millisecond))
+			// It got there through the UNKNOWN state and its re-check, not
+			// past a fault that never fired.
+			crishim, err := env.Crishim()
+			if err != nil {
+				t.Fatal(err)
+			}
+			logged, err := os.ReadFile(crishim.LogPath())
+			if err != nil {
+				t.Fatal(err)
+			}
+			wentUnknown := false
+			for _, line := range strings.Split(string(logged), "\n") {
+				wentUnknown = wentUnknown || strings.Contains(line, "container state unknown") && strings.Contains(line, "container="+id)
+			}
+			if !wentUnknown {
+				t.Errorf("crishim's log does not say container %s was UNKNOWN after the restart", id)
+			}
 			if st.Reason != "" || st.Message != "" {
 				t.Errorf("healed container still reports reason %q, message %q", st.Reason, st.Message)
 			}
