@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/crishim/crishim/container/taskio"
 	crishimpb "github.com/crishim/crishim/proto"
 )
 
@@ -116,7 +117,7 @@ func (m *Manager) recoverOne(ctx context.Context, c containerd.Container) error 
 			started = proto.Clone(status).(*crishimpb.ContainerStatusRecord)
 		}
 		task, err = c.Task(ctx, func(fifos *cio.FIFOSet) (cio.IO, error) {
-			tio, err := openTaskIO(fifos.Config, rec.LogPath, log, m.cfg.ObserveLogDrop)
+			tio, err := taskio.Open(fifos.Config, rec.LogPath, log, m.cfg.ObserveLogDrop)
 			if err != nil {
 				return nil, err
 			}
@@ -127,7 +128,7 @@ func (m *Manager) recoverOne(ctx context.Context, c containerd.Container) error 
 		}
 		e.mu.Lock()
 		e.pid = task.Pid()
-		if tio, ok := task.IO().(*taskIO); ok {
+		if tio, ok := task.IO().(*taskio.IO); ok {
 			e.io = tio
 		}
 		e.mu.Unlock()

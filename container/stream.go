@@ -13,6 +13,8 @@ import (
 	"github.com/containerd/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
+
+	"github.com/crishim/crishim/container/taskio"
 )
 
 // TerminalSize is a client terminal's size in character cells.
@@ -178,7 +180,7 @@ func (m *Manager) Attach(ctx context.Context, id string, s Streams) error {
 
 	done := make(chan struct{})
 	defer close(done)
-	if s.Stdin != nil && e.cfg.GetStdin() && tio.pipes.Stdin != nil {
+	if s.Stdin != nil && e.cfg.GetStdin() && tio.HasStdin() {
 		go m.feedStdin(e, tio, s.Stdin, log)
 	}
 	if s.TTY && s.Resize != nil && e.cfg.GetTty() {
@@ -213,15 +215,14 @@ func (m *Manager) Attach(ctx context.Context, id string, s Streams) error {
 // feedStdin copies an attach client's input into the container's stdin.
 // It may outlive the attach while a write blocks on a container that does
 // not read; the container's exit closes the FIFO and ends it.
-func (m *Manager) feedStdin(e *entry, tio *taskIO, in io.Reader, log *logrus.Entry) {
-	_, err := io.Copy(stdinWriter{tio}, in)
-	if err != nil && !errors.Is(err, errStdinClosed) {
+func (m *Manager) feedStdin(e *entry, tio *taskio.IO, in io.Reader, log *logrus.Entry) {
+	_, err := io.Copy(tio.Stdin(), in)
+	if err != nil && !errors.Is(err, taskio.ErrStdinClosed) {
 		log.WithError(err).Debug("attach stdin copy ended")
 	}
-	if !e.cfg.GetStdinOnce() || !tio.stdinClosed.CompareAndSwap(false, true) {
+	if !e.cfg.GetStdinOnce() || !tio.CloseStdin() {
 		return
 	}
-	tio.pipes.Stdin.Close()
 	ctx, cancel := m.cleanupCtx()
 	defer cancel()
 	c, err := m.client.LoadContainer(ctx, e.id)
@@ -236,18 +237,6 @@ func (m *Manager) feedStdin(e *entry, tio *taskIO, in io.Reader, log *logrus.Ent
 		return
 	}
 	log.Debug("closed container stdin after the attach (stdin_once)")
-}
-
-var errStdinClosed = errors.New("container stdin is closed")
-
-// stdinWriter writes to a container's stdin FIFO until stdin_once closed it.
-type stdinWriter struct{ tio *taskIO }
-
-func (w stdinWriter) Write(p []byte) (int, error) {
-	if w.tio.stdinClosed.Load() {
-		return 0, errStdinClosed
-	}
-	return w.tio.pipes.Stdin.Write(p)
 }
 
 // resizeTask sets the terminal size of a container's main process.
@@ -385,7 +374,7 @@ func (q *outputQueue) deliver(stdout, stderr io.Writer, log *logrus.Entry) error
 		}
 		for _, c := range chunks {
 			w := stdout
-			if c.stream == streamStderr {
+			if c.stream == taskio.Stderr {
 				w = stderr
 			}
 			if w == nil {
