@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"math"
 	"path/filepath"
 	"sync"
 	"syscall"
@@ -86,7 +87,7 @@ func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout
 	stderr := &cappedBuffer{max: maxExecOutput}
 	res, err := m.exec(ctx, id, execRequest{
 		rpc: "ExecSync", cmd: cmd, streams: Streams{Stdout: stdout, Stderr: stderr},
-		timeout: time.Duration(max(timeout, 0)) * time.Second,
+		timeout: execTimeout(timeout),
 	})
 	if err != nil {
 		return nil, err
@@ -95,6 +96,16 @@ func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout
 		res.log.WithField("limit_bytes", maxExecOutput).Warn("exec output truncated")
 	}
 	return &runtime.ExecSyncResponse{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), ExitCode: int32(res.code)}, nil
+}
+
+// execTimeout is ExecSync's timeout in seconds as a duration. Beyond what
+// a time.Duration holds (about 292 years) it would wrap around, to a
+// deadline already past for math.MaxInt64: that long is no timeout.
+func execTimeout(seconds int64) time.Duration {
+	if seconds <= 0 || seconds > int64(math.MaxInt64/time.Second) {
+		return 0
+	}
+	return time.Duration(seconds) * time.Second
 }
 
 // Exec runs cmd in a running container wired to the client's streams and

@@ -3,6 +3,7 @@ package container
 import (
 	"context"
 	"errors"
+	"math"
 	"os"
 	"strings"
 	"testing"
@@ -78,6 +79,15 @@ func TestContainerdExecBothEntryPoints(t *testing.T) {
 			t.Errorf("%s in an unknown container: %v, want NotFound", name, err)
 		}
 	}
+	// Timeouts too long for a time.Duration are no timeout: in nanoseconds,
+	// 2^64/1e9 seconds (rounded up) wraps around to 0.29 s.
+	for _, timeout := range []int64{math.MaxUint64/1_000_000_000 + 1, math.MaxInt64} {
+		res, err = e.m.ExecSync(e.ctx, id, []string{"sh", "-c", "sleep 1; echo in time"}, timeout)
+		if err != nil || res.ExitCode != 0 || string(res.Stdout) != "in time\n" {
+			t.Errorf("ExecSync with a timeout of %d s: %+v, %v; want exit code 0 and its output", timeout, res, err)
+		}
+	}
+
 	if err := e.m.Stop(e.ctx, id, 0); err != nil {
 		t.Fatal(err)
 	}
