@@ -1,5 +1,6 @@
-// Package container creates and runs app containers inside pod sandboxes:
-// their OCI spec, their IO and CRI-format logs, exec.
+// Package container creates and runs app containers inside pod sandboxes,
+// composing their OCI spec (container/ocispec) and their stdio and CRI logs
+// (container/taskio) with containerd's records and tasks; exec and attach.
 package container
 
 import (
@@ -32,6 +33,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/crishim/crishim/container/ocispec"
+	"github.com/crishim/crishim/container/taskio"
 	"github.com/crishim/crishim/internal/cgroup"
 	"github.com/crishim/crishim/internal/events"
 	"github.com/crishim/crishim/internal/faultpoint"
@@ -257,7 +260,7 @@ func (m *Manager) create(ctx context.Context, id, podID string, cfg *runtime.Con
 		pod = sb.Config
 	}
 	if sb.Config == nil {
-		// Keep specOpts' view of the pod consistent with the request's.
+		// Keep ocispec's view of the pod consistent with the request's.
 		copied := *sb
 		copied.Config = pod
 		sb = &copied
@@ -285,7 +288,7 @@ func (m *Manager) create(ctx context.Context, id, podID string, cfg *runtime.Con
 	}
 
 	var targetPID uint32
-	if ns := namespaceOptions(cfg, pod); ns.GetPid() == runtime.NamespaceMode_TARGET {
+	if ns := ocispec.NamespaceOptions(cfg, pod); ns.GetPid() == runtime.NamespaceMode_TARGET {
 		target, err := m.get(ns.GetTargetId())
 		if err != nil {
 			return "", fmt.Errorf("pid namespace target: %w", err)
@@ -298,7 +301,7 @@ func (m *Manager) create(ctx context.Context, id, podID string, cfg *runtime.Con
 	}
 	imageName := m.images.Name(ctx, img, cfg.GetImage())
 	hostname, _ := os.Hostname()
-	opts, err := specOpts(specInput{
+	opts, err := ocispec.Opts(ocispec.Input{
 		ID: id, Config: cfg, Sandbox: sb, Image: img.Config, ImageName: imageName,
 		TargetPID: targetPID, OwnOOMScoreAdj: m.ownOOMScoreAdj, AllCaps: m.allCaps,
 		CgroupDriver: m.cfg.CgroupDriver, Cgroups: m.cgroupCaps(pod.GetLinux().GetCgroupParent()), Hostname: hostname,
@@ -430,14 +433,14 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("load container %s: %w", e.id, err)
 	}
-	tio, err := openTaskIO(fifoConfig(m.fifoDir(e.id), e.cfg.GetStdin(), e.cfg.GetTty()), e.rec.LogPath, log, m.cfg.ObserveLogDrop)
+	tio, err := taskio.Open(taskio.FIFOs(m.fifoDir(e.id), e.cfg.GetStdin(), e.cfg.GetTty()), e.rec.LogPath, log, m.cfg.ObserveLogDrop)
 	if err != nil {
 		m.recordStartFailure(e, err)
 		return fmt.Errorf("container %s output: %w", e.id, err)
 	}
 	task, err := c.NewTask(ctx, func(string) (cio.IO, error) { return tio, nil })
 	if err != nil {
-		tio.shut()
+		tio.Shut()
 		m.recordStartFailure(e, err)
 		return fmt.Errorf("create task for container %s: %w", e.id, err)
 	}
@@ -447,7 +450,7 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		if _, derr := task.Delete(cctx, containerd.WithProcessKill); derr != nil && !errdefs.IsNotFound(derr) {
 			log.WithError(derr).Warn("delete task after failed start")
 		}
-		tio.shut()
+		tio.Shut()
 		m.recordStartFailure(e, err)
 		return fmt.Errorf("start container %s: %w", e.id, err)
 	}
@@ -504,7 +507,7 @@ func (m *Manager) finishExit(ctx context.Context, e *entry, task containerd.Task
 	tio := e.io
 	e.mu.Unlock()
 	if tio != nil {
-		tio.drain(2 * time.Second)
+		tio.Drain(2 * time.Second)
 	}
 	if task != nil {
 		dctx, cancel := context.WithTimeout(ctx, time.Minute)
@@ -521,7 +524,7 @@ func (m *Manager) finishExit(ctx context.Context, e *entry, task containerd.Task
 		cancel()
 	}
 	if tio != nil {
-		tio.shut()
+		tio.Shut()
 	}
 	m.markExited(e, int32(code), exitedAt, reason, message)
 }
@@ -712,7 +715,7 @@ func (m *Manager) RemovePod(ctx context.Context, podID string) error {
 
 // runningIO returns a running container with its IO; attaching to or
 // reopening the log of anything else is a FailedPrecondition.
-func (m *Manager) runningIO(id string) (*entry, *taskIO, error) {
+func (m *Manager) runningIO(id string) (*entry, *taskio.IO, error) {
 	e, err := m.get(id)
 	if err != nil {
 		return nil, nil, err
@@ -734,7 +737,7 @@ func (m *Manager) ReopenLog(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	return tio.sink.Reopen()
+	return tio.ReopenLog()
 }
 
 // SubscribeOutput registers fn for the live output of a running
@@ -749,5 +752,5 @@ func (m *Manager) SubscribeOutput(id string, fn func(stream string, p []byte)) (
 	if e.io == nil {
 		return nil, fmt.Errorf("container %s is not running: %w", e.id, errdefs.ErrFailedPrecondition)
 	}
-	return e.io.sink.Subscribe(fn), nil
+	return e.io.Subscribe(fn), nil
 }

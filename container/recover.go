@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/crishim/crishim/container/taskio"
 	"github.com/crishim/crishim/internal/faultpoint"
 	"github.com/crishim/crishim/lifecycle"
 	crishimpb "github.com/crishim/crishim/proto"
@@ -161,7 +162,7 @@ func (m *Manager) attach(ctx context.Context, e *entry, c containerd.Container) 
 			if err := faultpoint.Hit("container.recoverIO"); err != nil {
 				return nil, err
 			}
-			tio, err := openTaskIO(fifos.Config, e.rec.LogPath, log, m.cfg.ObserveLogDrop)
+			tio, err := taskio.Open(fifos.Config, e.rec.LogPath, log, m.cfg.ObserveLogDrop)
 			if err != nil {
 				return nil, err
 			}
@@ -170,7 +171,7 @@ func (m *Manager) attach(ctx context.Context, e *entry, c containerd.Container) 
 		if err != nil {
 			return fmt.Errorf("re-attach the task's IO: %w", err)
 		}
-		tio, _ := task.IO().(*taskIO)
+		tio, _ := task.IO().(*taskio.IO)
 		// A start recorded only in the task (crash right after it) is
 		// persisted by the monitor.
 		newStart := m.markRunning(e, task.Pid(), tio)

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/crishim/crishim/container/taskio"
 	crishimpb "github.com/crishim/crishim/proto"
 )
 
@@ -50,7 +51,7 @@ type entry struct {
 	state  runtime.ContainerState
 	status *crishimpb.ContainerStatusRecord
 	pid    uint32
-	io     *taskIO
+	io     *taskio.IO
 	// watched is set while an exit monitor waits for the container's task.
 	watched bool
 	// unknownReason and unknownMessage say why the container is UNKNOWN.
@@ -182,7 +183,7 @@ func (m *Manager) persistLocked(e *entry) {
 // request's path (a crash in between is covered by Recover, which finds
 // the running task); it is published here, so STARTED precedes STOPPED.
 // A container the store already saw exit stays exited.
-func (m *Manager) markRunning(e *entry, pid uint32, tio *taskIO) (newStart bool) {
+func (m *Manager) markRunning(e *entry, pid uint32, tio *taskio.IO) (newStart bool) {
 	m.transition(e, persistLater, func(e *entry) (runtime.ContainerEventType, bool) {
 		if e.state == runtime.ContainerState_CONTAINER_EXITED {
 			return noEvent, false
