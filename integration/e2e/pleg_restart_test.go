@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crishim/crishim/integration/testenv"
@@ -183,7 +185,7 @@ func (k *Kubelet) sandboxOf(t *testing.T, name string) string {
 }
 
 // waitSandboxStopped polls crishim until the sandbox is not ready and none
-// of its containers runs.
+// of its containers runs, or the kubelet has removed it already.
 func (k *Kubelet) waitSandboxStopped(t *testing.T, id string) {
 	t.Helper()
 	rt, err := cri()
@@ -194,6 +196,9 @@ func (k *Kubelet) waitSandboxStopped(t *testing.T, id string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		st, err := rt.PodSandboxStatus(ctx, &runtime.PodSandboxStatusRequest{PodSandboxId: id})
+		if status.Code(err) == codes.NotFound {
+			return true, nil
+		}
 		if err != nil {
 			return false, err
 		}
