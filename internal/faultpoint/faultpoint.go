@@ -6,6 +6,9 @@
 //
 //	CRISHIM_FAULTPOINTS=sandbox.afterNetwork=exit,container.afterCreate=sleep:3s
 //
+// error:N fails only the first N hits, for a fault that heals by itself
+// (a containerd that answers again).
+//
 // Without the variable Hit is a map lookup on a nil map: cheap enough to
 // stay compiled into the production binary, which is the binary the tests
 // must exercise.
@@ -15,8 +18,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -37,6 +42,9 @@ var ErrInjected = errors.New("fault injected")
 type action struct {
 	kind  string // exit, kill, sleep, error
 	sleep time.Duration
+	// left counts the failures an error:N point still injects; nil
+	// fails every hit.
+	left *atomic.Int64
 }
 
 var (
@@ -45,8 +53,8 @@ var (
 )
 
 // Parse reads a point list: comma-separated name=action where action is
-// exit (os.Exit without cleanup), kill (SIGKILL to itself), sleep:<duration>
-// or error.
+// exit (os.Exit without cleanup), kill (SIGKILL to itself), sleep:<duration>,
+// error, or error:N (only the first N hits fail).
 func Parse(spec string) (map[string]action, error) {
 	out := map[string]action{}
 	for _, item := range strings.Split(spec, ",") {
@@ -61,6 +69,14 @@ func Parse(spec string) (map[string]action, error) {
 		switch {
 		case act == "exit" || act == "kill" || act == "error":
 			out[name] = action{kind: act}
+		case strings.HasPrefix(act, "error:"):
+			n, err := strconv.ParseInt(strings.TrimPrefix(act, "error:"), 10, 64)
+			if err != nil || n < 1 {
+				return nil, fmt.Errorf("fault point %q: bad error count", item)
+			}
+			left := &atomic.Int64{}
+			left.Store(n)
+			out[name] = action{kind: "error", left: left}
 		case strings.HasPrefix(act, "sleep:"):
 			d, err := time.ParseDuration(strings.TrimPrefix(act, "sleep:"))
 			if err != nil || d < 0 {
@@ -94,6 +110,9 @@ func Hit(name string) error {
 	once.Do(load)
 	a, ok := armed[name]
 	if !ok {
+		return nil
+	}
+	if a.left != nil && a.left.Add(-1) < 0 {
 		return nil
 	}
 	logrus.WithField("point", name).Warnf("fault point reached: %s", a.kind)
