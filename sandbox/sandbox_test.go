@@ -98,7 +98,7 @@ func TestNameKeyAndID(t *testing.T) {
 func withPods(pods ...*pod) *Manager {
 	m := New(nil, nil, nil, Config{Runtime: runtimeopts.RuncV2})
 	for _, p := range pods {
-		m.pods[p.id] = p
+		m.store.add(p)
 		m.names.Add(p.name, p.id)
 	}
 	return m
@@ -107,7 +107,11 @@ func withPods(pods ...*pod) *Manager {
 func testPod(id, name string, ready bool, created time.Time) *pod {
 	cfg := podConfig(name)
 	cfg.Annotations = map[string]string{"a": "b"}
-	return &pod{id: id, name: nameKey(cfg.Metadata), cfg: cfg, ready: ready, createdAt: created,
+	state := stateNotReady
+	if ready {
+		state = stateReady
+	}
+	return &pod{id: id, name: nameKey(cfg.Metadata), cfg: cfg, state: state, createdAt: created,
 		ip: "10.0.0.1", extraIPs: []string{"fd00::1"}, netnsPath: "/run/netns/x", dir: "/root/" + id}
 }
 
@@ -200,9 +204,9 @@ func TestStatusFromMemory(t *testing.T) {
 			t.Errorf("verbose info lacks %s: %s", want, info["info"])
 		}
 	}
-	m.mu.Lock()
-	p.ready, p.stopped = false, true
-	m.mu.Unlock()
+	p.mu.Lock()
+	p.state = stateStopped
+	p.mu.Unlock()
 	st, info, _ = m.Status(context.Background(), "aaa111", false)
 	if st.State != runtime.PodSandboxState_SANDBOX_NOTREADY || st.Network.Ip != "" || info != nil {
 		t.Errorf("stopped pod status = %v, info %v", st, info)
@@ -457,5 +461,33 @@ func TestPauseSpecNeedsArgsAndNetNS(t *testing.T) {
 	ctx := namespaces.WithNamespace(context.Background(), "test")
 	if _, err := oci.GenerateSpec(ctx, nil, &containers.Container{ID: "abc"}, opts...); err == nil {
 		t.Error("pod network without a netns path accepted")
+	}
+}
+
+// An Unknown pod (its recovery incomplete) is listed NOTREADY with its
+// address, and its verbose status says why.
+func TestUnknownPodListedWithReason(t *testing.T) {
+	p := testPod("ccc333", "lost", false, time.Unix(1, 0))
+	p.ip = "10.0.0.9"
+	m := withPods(p)
+	m.unknown(p, errors.New("load pause task: containerd is away"))
+	list, err := m.List(context.Background(), nil)
+	if err != nil || len(list) != 1 || list[0].State != runtime.PodSandboxState_SANDBOX_NOTREADY {
+		t.Fatalf("List = %v, %v: want the pod NOTREADY", list, err)
+	}
+	st, info, err := m.Status(context.Background(), "ccc333", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State != runtime.PodSandboxState_SANDBOX_NOTREADY || st.Network.Ip != "10.0.0.9" {
+		t.Errorf("status = %v, want NOTREADY keeping its address", st)
+	}
+	for _, want := range []string{`"state":"unknown"`, `"recoveryError":"load pause task: containerd is away"`} {
+		if !strings.Contains(info["info"], want) {
+			t.Errorf("verbose info lacks %s: %s", want, info["info"])
+		}
+	}
+	if sb, _ := m.Get("ccc333"); sb.Ready {
+		t.Error("Get reports an Unknown pod ready: containers could be started in it")
 	}
 }
