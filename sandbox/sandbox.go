@@ -38,9 +38,6 @@ type Config struct {
 	CgroupDriver string // cgroupfs or systemd
 	Snapshotter  string
 	Runtime      string // containerd shim, e.g. io.containerd.runc.v2
-	// ObserveUnknown, if set, is told how many pods are Unknown (their
-	// recovery incomplete) whenever that number may have changed.
-	ObserveUnknown func(n int)
 }
 
 // Sandbox is the view of a pod sandbox that container creation needs. Get
@@ -141,8 +138,8 @@ type pod struct {
 	// stopping is set while a Stop runs: the Stop deletes the pause
 	// task and reports the pod stopped, not the exit watcher.
 	stopping bool
-	// pauseGone is set by the exit watcher when the pause task exits.
-	pauseGone bool
+	// exited is set by the exit watcher when the pause task exits.
+	exited bool
 	// stopReported is set once the pod's STOPPED event has gone out:
 	// whichever of the exit watcher and Stop sees the pod stop first
 	// reports it, and only that one.

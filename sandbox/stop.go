@@ -101,7 +101,7 @@ func (m *Manager) stopLocked(ctx context.Context, p *pod) (retErr error) {
 func (m *Manager) stopFailed(p *pod) {
 	p.mu.Lock()
 	p.stopping = false
-	exited := p.pauseGone
+	exited := p.exited
 	p.mu.Unlock()
 	if exited {
 		m.pauseGone(p)

@@ -162,7 +162,7 @@ func (m *Manager) pauseExited(p *pod) (stopOwned bool) {
 	if p.state == stateReady {
 		p.state = stateNotReady
 	}
-	p.pauseGone = true
+	p.exited = true
 	return p.stopping || p.state == stateStopped || p.state == stateRemoved
 }
 
@@ -178,12 +178,8 @@ func (m *Manager) stopped(ctx context.Context, p *pod, c containerd.Container) e
 		}
 	}
 	p.mu.Lock()
-	wasUnknown := p.state == stateUnknown
 	p.state, p.stopping, p.reason = stateStopped, false, ""
 	p.mu.Unlock()
-	if wasUnknown {
-		m.reportUnknown()
-	}
 	if m.claimStopReport(p) {
 		m.publish(p, runtime.ContainerEventType_CONTAINER_STOPPED_EVENT, nil)
 	}
@@ -204,14 +200,10 @@ func (m *Manager) removed(ctx context.Context, p *pod) error {
 		}
 	}
 	p.mu.Lock()
-	wasUnknown := p.state == stateUnknown
 	p.state = stateRemoved
 	p.mu.Unlock()
 	m.store.delete(p)
 	m.names.Release(p.name, p.id)
-	if wasUnknown {
-		m.reportUnknown()
-	}
 	m.publish(p, runtime.ContainerEventType_CONTAINER_DELETED_EVENT, final)
 	return nil
 }
@@ -223,7 +215,6 @@ func (m *Manager) unknown(p *pod, why error) {
 	p.state, p.reason = stateUnknown, why.Error()
 	p.mu.Unlock()
 	m.store.add(p)
-	m.reportUnknown()
 	m.logger(p.id).WithError(why).Error("pod sandbox not fully recovered: listed NOTREADY, kept with its network until a re-check succeeds or it is removed")
 }
 
@@ -252,23 +243,19 @@ func (m *Manager) recovered(p, found *pod) bool {
 	p.mu.Lock()
 	p.state, p.superseded = stateRemoved, found
 	p.mu.Unlock()
-	m.reportUnknown()
 	if state == stateReady {
 		m.publish(found, runtime.ContainerEventType_CONTAINER_STARTED_EVENT, nil)
 	}
 	return true
 }
 
-// reportUnknown tells the metrics how many pods are Unknown.
-func (m *Manager) reportUnknown() {
-	if m.cfg.ObserveUnknown == nil {
-		return
-	}
+// Unknown is the number of pods whose recovery is not complete.
+func (m *Manager) Unknown() int {
 	n := 0
 	for _, p := range m.store.all() {
 		if p.getState() == stateUnknown {
 			n++
 		}
 	}
-	m.cfg.ObserveUnknown(n)
+	return n
 }

@@ -170,8 +170,6 @@ func (s *Server) build(ctx context.Context) error {
 		CgroupDriver: driver,
 		Snapshotter:  cfg.Snapshotter,
 		Runtime:      cfg.Runtime,
-
-		ObserveUnknown: s.metrics.SetSandboxesUnknown,
 	})
 	s.containers = container.New(s.client, s.images, s.sandboxes, container.Config{
 		Root:         cfg.Root,

@@ -39,8 +39,6 @@ type Metrics struct {
 	// all containers: a label per container would grow without bound.
 	logDroppedBytes prometheus.Counter
 	logDroppedLines prometheus.Counter
-	// Pods whose recovery after a restart is not complete yet.
-	sandboxesUnknown prometheus.Gauge
 }
 
 // New registers crishim's metrics plus the Go runtime and process ones.
@@ -87,17 +85,13 @@ func New() *Metrics {
 			Namespace: namespace, Subsystem: "container", Name: "log_dropped_lines_total",
 			Help: "CRI log entries that could not be written to container log files and were dropped.",
 		}),
-		sandboxesUnknown: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: namespace, Subsystem: "sandbox", Name: "unknown",
-			Help: "Pod sandboxes whose recovery after a restart is not complete (listed NOTREADY, re-checked until it is; crishim's log and PodSandboxStatus verbose info say why).",
-		}),
 	}
 	// Both outcomes exist from the start, so a rate over them is defined
 	// before the first kill.
 	m.stops.WithLabelValues(StopGraceful)
 	m.stops.WithLabelValues(StopKilled)
 	m.reg.MustRegister(m.rpcDuration, m.rpcTotal, m.cniDuration, m.pullBytes, m.pullDuration, m.stops, m.containerd,
-		m.logDroppedBytes, m.logDroppedLines, m.sandboxesUnknown,
+		m.logDroppedBytes, m.logDroppedLines,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -149,9 +143,14 @@ func (m *Metrics) ObserveLogDrop(bytes int) {
 	m.logDroppedLines.Inc()
 }
 
-// SetSandboxesUnknown records how many pods are Unknown.
-func (m *Metrics) SetSandboxesUnknown(n int) {
-	m.sandboxesUnknown.Set(float64(n))
+// CountUnknownSandboxes adds crishim_sandbox_unknown, computed by count
+// on every scrape, like the pods by state, so that it never drifts from
+// the sandbox manager's store.
+func (m *Metrics) CountUnknownSandboxes(count func() int) error {
+	return m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: namespace, Subsystem: "sandbox", Name: "unknown",
+		Help: "Pod sandboxes whose recovery after a restart is not complete: listed NOTREADY and re-checked until it is; crishim's log and the pod's verbose status say why.",
+	}, func() float64 { return float64(count()) }))
 }
 
 func result(err error) string {

@@ -33,8 +33,9 @@ func TestObservationsAppearInScrape(t *testing.T) {
 	m.ObserveStop(true)
 	m.ObserveLogDrop(100)
 	m.ObserveLogDrop(50)
-	m.SetSandboxesUnknown(3)
-	m.SetSandboxesUnknown(2)
+	if err := m.CountUnknownSandboxes(func() int { return 2 }); err != nil {
+		t.Fatal(err)
+	}
 
 	body := scrape(t, m)
 	for _, want := range []string{
