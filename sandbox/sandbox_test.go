@@ -3,10 +3,12 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/crishim/crishim/internal/events"
 	"github.com/crishim/crishim/internal/runtimeopts"
 )
 
@@ -489,5 +492,51 @@ func TestUnknownPodListedWithReason(t *testing.T) {
 	}
 	if sb, _ := m.Get("ccc333"); sb.Ready {
 		t.Error("Get reports an Unknown pod ready: containers could be started in it")
+	}
+}
+
+// publishedEvents records what the manager publishes.
+type publishedEvents struct {
+	mu  sync.Mutex
+	got []runtime.ContainerEventType
+}
+
+func (r *publishedEvents) Publish(ev events.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.got = append(r.got, ev.Type)
+}
+
+// An Unknown pod's Stop leaves Unknown through the stop transition: it is
+// counted Unknown until then, and its STOPPED event goes out once however
+// often the stop completes and whoever (the exit watcher) saw it first.
+func TestUnknownPodStopTransition(t *testing.T) {
+	p := testPod("ddd444", "lost", false, time.Unix(1, 0))
+	m := withPods(p)
+	rec := &publishedEvents{}
+	m.SetPublisher(rec)
+	m.unknown(p, errors.New("containerd is away"))
+	if n := m.Unknown(); n != 1 {
+		t.Fatalf("Unknown() = %d with one Unknown pod", n)
+	}
+	for i := 0; i < 2; i++ {
+		if err := m.stopped(context.Background(), p, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if owned := m.pauseExited(p); !owned {
+		t.Error("the exit watcher would report a pod whose stop completed")
+	}
+	if n := m.Unknown(); n != 0 {
+		t.Errorf("Unknown() = %d after the pod's stop", n)
+	}
+	if st := p.getState(); st != stateStopped {
+		t.Errorf("state %v after the stop, want stopped", st)
+	}
+	if fmt.Sprint(rec.got) != fmt.Sprint([]runtime.ContainerEventType{runtime.ContainerEventType_CONTAINER_STOPPED_EVENT}) {
+		t.Errorf("published %v, want one STOPPED", rec.got)
+	}
+	if _, info, _ := m.Status(context.Background(), "ddd444", true); strings.Contains(info["info"], "recoveryError") {
+		t.Errorf("a stopped pod still shows its recovery error: %s", info["info"])
 	}
 }
