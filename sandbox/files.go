@@ -111,6 +111,11 @@ func writeHosts(dir string, cfg *runtime.PodSandboxConfig, hostname, ip string) 
 // writeFile replaces path atomically, so that a container bind-mounting it
 // never sees a half-written file.
 func writeFile(path string, data []byte) error {
+	return writeFileMode(path, data, 0o644)
+}
+
+// writeFileMode is writeFile with the file's permissions.
+func writeFileMode(path string, data []byte, mode os.FileMode) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
@@ -120,7 +125,7 @@ func writeFile(path string, data []byte) error {
 		tmp.Close()
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if err := tmp.Chmod(0o644); err != nil {
+	if err := tmp.Chmod(mode); err != nil {
 		tmp.Close()
 		return fmt.Errorf("write %s: %w", path, err)
 	}

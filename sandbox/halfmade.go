@@ -156,29 +156,32 @@ func (m *Manager) snapshotter() string { return runtimeopts.Snapshotter(m.cfg.Sn
 // its IP address must go back to the pool now, not whenever the kubelet
 // gets round to it.
 func (m *Manager) finishInterruptedStops(ctx context.Context) {
-	m.mu.RLock()
-	var todo []*pod
-	for _, p := range m.pods {
-		if !p.ready && !p.stopped {
-			todo = append(todo, p)
-		}
-	}
-	m.mu.RUnlock()
-	for _, p := range todo {
-		p.op.Lock()
-		err := m.stopLocked(ctx, p)
-		p.op.Unlock()
-		if err != nil {
-			m.logger(p.id).WithError(err).Warn("finish the stop of a pod whose pause is gone")
+	for _, p := range m.store.all() {
+		// An Unknown pod's pause may well run: its re-check decides.
+		if p.getState() != stateNotReady {
 			continue
 		}
-		m.logger(p.id).Info("finished the stop of a pod whose pause is gone")
+		m.finishStop(ctx, p)
 	}
+}
+
+// finishStop completes the stop of a pod whose pause is gone.
+func (m *Manager) finishStop(ctx context.Context, p *pod) {
+	p.op.Lock()
+	err := m.stopLocked(ctx, p)
+	p.op.Unlock()
+	if err != nil {
+		m.logger(p.id).WithError(err).Warn("finish the stop of a pod whose pause is gone")
+		return
+	}
+	m.logger(p.id).Info("finished the stop of a pod whose pause is gone")
 }
 
 // removeOrphanNetNS deletes network namespaces in crishim's netns
 // directory that no pod owns: left by a crash between creating one and
-// journalling it.
+// journalling it. A pod in the store owns its namespace whatever its
+// state: only its Stop may remove it, after CNI DEL, or the address, veth
+// and port mappings CNI gave it could never be released.
 func (m *Manager) removeOrphanNetNS() {
 	if m.net == nil || m.net.NetNSDir() == "" {
 		return
@@ -189,11 +192,17 @@ func (m *Manager) removeOrphanNetNS() {
 		return
 	}
 	owned := map[string]bool{}
-	m.mu.RLock()
-	for _, p := range m.pods {
+	for _, p := range m.store.all() {
+		p.mu.Lock()
+		noRecord := p.noRecord
+		p.mu.Unlock()
+		if noRecord {
+			// Which namespace it owns is not known: any may be its.
+			m.logger(p.id).Warn("keep every network namespace: a pod's record is unreadable")
+			return
+		}
 		owned[p.netnsPath] = true
 	}
-	m.mu.RUnlock()
 	for _, e := range entries {
 		path := filepath.Join(dir, e.Name())
 		if owned[path] {

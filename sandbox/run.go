@@ -149,14 +149,8 @@ func (m *Manager) run(ctx context.Context, id, key string, cfg *runtime.PodSandb
 		return err
 	}
 
-	m.mu.Lock()
-	p.pid = ps.task.Pid()
-	p.ready = true
-	m.pods[id] = p
-	m.mu.Unlock()
 	succeeded = true
-	m.publish(p, runtime.ContainerEventType_CONTAINER_CREATED_EVENT, nil)
-	m.publish(p, runtime.ContainerEventType_CONTAINER_STARTED_EVENT, nil)
+	m.started(p, ps.task.Pid())
 	go m.watch(p)
 	log.WithFields(logrus.Fields{"ip": p.ip, "pid": p.pid, "took": time.Since(started),
 		"network_ready_after": netTook, "pause_running_after": pauseTook}).Info("pod sandbox running")
@@ -227,6 +221,9 @@ func (m *Manager) createPause(ctx context.Context, p *pod, undos *undo.Stack) (c
 	if err != nil {
 		return nil, err
 	}
+	if err := writeRecordCopy(m.recordCopyPath(p.id), rec); err != nil {
+		return nil, err
+	}
 	container, err := m.client.NewContainer(ctx, p.id,
 		containerd.WithSnapshotter(snapshotter),
 		local.WithNewSnapshot(p.id, snapshotter),
@@ -288,7 +285,7 @@ func (m *Manager) finishNetwork(ctx context.Context, p *pod, c containerd.Contai
 	if err := writeHosts(p.dir, p.cfg, hostname, p.ip); err != nil {
 		return err
 	}
-	if err := updateRecord(ctx, c, func(r *crishimpb.SandboxRecord) {
+	if err := updateRecord(ctx, c, p, func(r *crishimpb.SandboxRecord) {
 		r.Ip, r.AdditionalIps, r.NetworkReady = res.IP, res.AdditionalIPs, true
 	}); err != nil {
 		return fmt.Errorf("record network of pod %s: %w", p.id, err)
@@ -348,13 +345,8 @@ func (m *Manager) watch(p *pod) {
 	} else {
 		log.Warn("pause task gone without an exit status; its shim died or containerd lost it")
 	}
-	m.mu.Lock()
-	p.ready = false
-	p.pauseExited = true
 	// A finished Stop deleted the task already.
-	owned := p.stopping || p.stopped
-	m.mu.Unlock()
-	if owned {
+	if m.pauseExited(p) {
 		return
 	}
 	m.pauseGone(p)
@@ -382,8 +374,8 @@ func (m *Manager) pauseGone(p *pod) {
 // claimStopReport reports whether the caller is the one to publish the
 // pod's STOPPED event.
 func (m *Manager) claimStopReport(p *pod) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.stopReported {
 		return false
 	}

@@ -21,7 +21,6 @@ import (
 
 	"github.com/crishim/crishim/internal/cgroup"
 	"github.com/crishim/crishim/internal/events"
-	"github.com/crishim/crishim/internal/idprefix"
 	"github.com/crishim/crishim/internal/image"
 	"github.com/crishim/crishim/internal/journal"
 	"github.com/crishim/crishim/internal/names"
@@ -95,9 +94,8 @@ type Manager struct {
 	// events receives lifecycle transitions; nil until SetPublisher.
 	events events.Publisher
 
-	mu sync.RWMutex
-	// pods holds the sandboxes Run completed or Recover found.
-	pods map[string]*pod
+	// store holds the pods Run completed or Recover found.
+	store *store
 	// names maps a pod's name key to its ID, from the moment Run reserves
 	// it until Remove releases it, and answers retried Runs (reserve.go).
 	names *names.Registry
@@ -119,21 +117,29 @@ type pod struct {
 	image     string
 	createdAt time.Time
 
-	// op serialises Stop and Remove of this pod.
+	// op serialises Stop, Remove and the recovery re-check of this pod.
 	op sync.Mutex
 
-	// Guarded by Manager.mu.
-	ip       string
-	extraIPs []string
-	ready    bool
-	pid      uint32
-	stopped  bool
-	removed  bool
+	// mu guards the rest, the pod's status.
+	mu sync.Mutex
+	// state changes only through the transitions in store.go.
+	state podState
+	// reason says why a pod is Unknown.
+	reason string
+	// noRecord is set on a pod whose record could not be read at all: its
+	// config is a stand-in and its network namespace is not known.
+	noRecord bool
+	// superseded is the pod that took this one's place in the store when
+	// a re-check completed its recovery; operations go on with that one.
+	superseded *pod
+	ip         string
+	extraIPs   []string
+	pid        uint32
 	// stopping is set while a Stop runs: the Stop deletes the pause
 	// task and reports the pod stopped, not the exit watcher.
 	stopping bool
-	// pauseExited is set by the exit watcher when the pause task exits.
-	pauseExited bool
+	// exited is set by the exit watcher when the pause task exits.
+	exited bool
 	// stopReported is set once the pod's STOPPED event has gone out:
 	// whichever of the exit watcher and Stop sees the pod stop first
 	// reports it, and only that one.
@@ -149,7 +155,7 @@ func New(client *containerd.Client, images *image.Service, net *network.Manager,
 		oomFloor: oomscore.Own(),
 		cpu:      stats.NewRates(),
 		cgroupV2: cgroup.V2(),
-		pods:     map[string]*pod{},
+		store:    newStore(),
 		names:    names.New("pod sandbox", createTimeout),
 		journal:  journal.New(filepath.Join(cfg.Root, "journal", "sandboxes")),
 	}
@@ -192,23 +198,34 @@ func (m *Manager) shmPathFor(id string, cfg *runtime.PodSandboxConfig) string {
 // a unique prefix of it (see idprefix). The server resolves every ID a
 // client sends here, once, so the rest of this package takes full IDs only.
 func (m *Manager) ResolveID(id string) (string, error) {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	p, err := idprefix.Resolve(m.pods, id, "sandbox")
-	if err != nil {
-		return "", err
-	}
-	return p.id, nil
+	return m.store.resolve(id)
 }
 
 // lookup finds a published pod by its full ID.
 func (m *Manager) lookup(id string) (*pod, error) {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	if p, ok := m.pods[id]; ok {
+	if p, ok := m.store.get(id); ok {
 		return p, nil
 	}
 	return nil, fmt.Errorf("sandbox %s: %w", id, errdefs.ErrNotFound)
+}
+
+// lockPod finds pod id and takes its operation lock, following a pod
+// that a completed re-check replaced while the caller waited.
+func (m *Manager) lockPod(id string) (*pod, error) {
+	for {
+		p, err := m.lookup(id)
+		if err != nil {
+			return nil, err
+		}
+		p.op.Lock()
+		p.mu.Lock()
+		next := p.superseded
+		p.mu.Unlock()
+		if next == nil {
+			return p, nil
+		}
+		p.op.Unlock()
+	}
 }
 
 // Get returns a copy of the sandbox with full ID id; errdefs.ErrNotFound when absent.
@@ -217,8 +234,8 @@ func (m *Manager) Get(id string) (*Sandbox, error) {
 	if err != nil {
 		return nil, err
 	}
-	m.mu.RLock()
-	defer m.mu.RUnlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	return &Sandbox{
 		ID:             p.id,
 		Name:           p.name,
@@ -228,18 +245,11 @@ func (m *Manager) Get(id string) (*Sandbox, error) {
 		PausePID:       p.pid,
 		Dir:            p.dir,
 		ShmPath:        p.shmPath,
-		Ready:          p.ready,
+		Ready:          p.state == stateReady,
 		IP:             p.ip,
 		AdditionalIPs:  append([]string(nil), p.extraIPs...),
 		CreatedAt:      p.createdAt,
 	}, nil
-}
-
-func (p *pod) state() runtime.PodSandboxState {
-	if p.ready {
-		return runtime.PodSandboxState_SANDBOX_READY
-	}
-	return runtime.PodSandboxState_SANDBOX_NOTREADY
 }
 
 // Status reports a sandbox; info is filled when verbose.
@@ -248,12 +258,12 @@ func (m *Manager) Status(ctx context.Context, id string, verbose bool) (*runtime
 	if err != nil {
 		return nil, nil, err
 	}
-	m.mu.RLock()
-	defer m.mu.RUnlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	st := &runtime.PodSandboxStatus{
 		Id:             p.id,
 		Metadata:       proto.Clone(p.cfg.GetMetadata()).(*runtime.PodSandboxMetadata),
-		State:          p.state(),
+		State:          p.state.cri(),
 		CreatedAt:      p.createdAt.UnixNano(),
 		Labels:         copyMap(p.cfg.GetLabels()),
 		Annotations:    copyMap(p.cfg.GetAnnotations()),
@@ -265,7 +275,7 @@ func (m *Manager) Status(ctx context.Context, id string, verbose bool) (*runtime
 	}
 	// The kubelet reads the IP only from a ready pod; a stopped one has
 	// given its address back.
-	if p.ready || !p.stopped {
+	if p.state != stateStopped {
 		st.Network.Ip = p.ip
 		for _, ip := range p.extraIPs {
 			st.Network.AdditionalIps = append(st.Network.AdditionalIps, &runtime.PodIP{Ip: ip})
@@ -284,22 +294,26 @@ func (m *Manager) Status(ctx context.Context, id string, verbose bool) (*runtime
 	return st, map[string]string{"info": info}, nil
 }
 
-// verboseInfo is the debugging detail crictl inspectp shows. Callers hold m.mu.
+// verboseInfo is the debugging detail crictl inspectp shows. Callers hold p.mu.
 func (m *Manager) verboseInfo(p *pod) (string, error) {
 	cfgJSON, err := protojson.Marshal(p.cfg)
 	if err != nil {
 		return "", fmt.Errorf("encode config of sandbox %s: %w", p.id, err)
 	}
 	info := struct {
-		PID            uint32          `json:"pid"`
-		NetNSPath      string          `json:"netNamespacePath,omitempty"`
-		Image          string          `json:"image"`
-		RuntimeHandler string          `json:"runtimeHandler"`
-		RuntimeType    string          `json:"runtimeType"`
-		Dir            string          `json:"sandboxDir"`
-		ShmPath        string          `json:"shmPath"`
-		Stopped        bool            `json:"stopped"`
-		Config         json.RawMessage `json:"config"`
+		PID            uint32 `json:"pid"`
+		NetNSPath      string `json:"netNamespacePath,omitempty"`
+		Image          string `json:"image"`
+		RuntimeHandler string `json:"runtimeHandler"`
+		RuntimeType    string `json:"runtimeType"`
+		Dir            string `json:"sandboxDir"`
+		ShmPath        string `json:"shmPath"`
+		Stopped        bool   `json:"stopped"`
+		State          string `json:"state"`
+		// RecoveryError says why an Unknown pod's recovery is not
+		// complete: CRI has no state for it, and lists it NOTREADY.
+		RecoveryError string          `json:"recoveryError,omitempty"`
+		Config        json.RawMessage `json:"config"`
 	}{
 		PID:            p.pid,
 		NetNSPath:      p.netnsPath,
@@ -308,7 +322,9 @@ func (m *Manager) verboseInfo(p *pod) (string, error) {
 		RuntimeType:    m.cfg.Runtime,
 		Dir:            p.dir,
 		ShmPath:        p.shmPath,
-		Stopped:        p.stopped,
+		Stopped:        p.state == stateStopped,
+		State:          p.state.String(),
+		RecoveryError:  p.reason,
 		Config:         cfgJSON,
 	}
 	data, err := json.Marshal(info)
@@ -320,17 +336,15 @@ func (m *Manager) verboseInfo(p *pod) (string, error) {
 
 // List returns the sandboxes matching filter (nil: all).
 func (m *Manager) List(ctx context.Context, filter *runtime.PodSandboxFilter) ([]*runtime.PodSandbox, error) {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
 	var out []*runtime.PodSandbox
-	for _, p := range m.pods {
+	for _, p := range m.store.all() {
 		// The kubelet lists every second: the metadata and maps are
 		// shared, not copied, as a pod's config never changes once it is
 		// published and the list is only read (marshalled).
 		s := &runtime.PodSandbox{
 			Id:             p.id,
 			Metadata:       p.cfg.GetMetadata(),
-			State:          p.state(),
+			State:          p.getState().cri(),
 			CreatedAt:      p.createdAt.UnixNano(),
 			Labels:         p.cfg.GetLabels(),
 			Annotations:    p.cfg.GetAnnotations(),

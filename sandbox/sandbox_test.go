@@ -3,10 +3,12 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/crishim/crishim/internal/events"
 	"github.com/crishim/crishim/internal/runtimeopts"
 )
 
@@ -98,7 +101,7 @@ func TestNameKeyAndID(t *testing.T) {
 func withPods(pods ...*pod) *Manager {
 	m := New(nil, nil, nil, Config{Runtime: runtimeopts.RuncV2})
 	for _, p := range pods {
-		m.pods[p.id] = p
+		m.store.add(p)
 		m.names.Add(p.name, p.id)
 	}
 	return m
@@ -107,7 +110,11 @@ func withPods(pods ...*pod) *Manager {
 func testPod(id, name string, ready bool, created time.Time) *pod {
 	cfg := podConfig(name)
 	cfg.Annotations = map[string]string{"a": "b"}
-	return &pod{id: id, name: nameKey(cfg.Metadata), cfg: cfg, ready: ready, createdAt: created,
+	state := stateNotReady
+	if ready {
+		state = stateReady
+	}
+	return &pod{id: id, name: nameKey(cfg.Metadata), cfg: cfg, state: state, createdAt: created,
 		ip: "10.0.0.1", extraIPs: []string{"fd00::1"}, netnsPath: "/run/netns/x", dir: "/root/" + id}
 }
 
@@ -200,9 +207,9 @@ func TestStatusFromMemory(t *testing.T) {
 			t.Errorf("verbose info lacks %s: %s", want, info["info"])
 		}
 	}
-	m.mu.Lock()
-	p.ready, p.stopped = false, true
-	m.mu.Unlock()
+	p.mu.Lock()
+	p.state = stateStopped
+	p.mu.Unlock()
 	st, info, _ = m.Status(context.Background(), "aaa111", false)
 	if st.State != runtime.PodSandboxState_SANDBOX_NOTREADY || st.Network.Ip != "" || info != nil {
 		t.Errorf("stopped pod status = %v, info %v", st, info)
@@ -457,5 +464,79 @@ func TestPauseSpecNeedsArgsAndNetNS(t *testing.T) {
 	ctx := namespaces.WithNamespace(context.Background(), "test")
 	if _, err := oci.GenerateSpec(ctx, nil, &containers.Container{ID: "abc"}, opts...); err == nil {
 		t.Error("pod network without a netns path accepted")
+	}
+}
+
+// An Unknown pod (its recovery incomplete) is listed NOTREADY with its
+// address, and its verbose status says why.
+func TestUnknownPodListedWithReason(t *testing.T) {
+	p := testPod("ccc333", "lost", false, time.Unix(1, 0))
+	p.ip = "10.0.0.9"
+	m := withPods(p)
+	m.unknown(p, errors.New("load pause task: containerd is away"))
+	list, err := m.List(context.Background(), nil)
+	if err != nil || len(list) != 1 || list[0].State != runtime.PodSandboxState_SANDBOX_NOTREADY {
+		t.Fatalf("List = %v, %v: want the pod NOTREADY", list, err)
+	}
+	st, info, err := m.Status(context.Background(), "ccc333", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State != runtime.PodSandboxState_SANDBOX_NOTREADY || st.Network.Ip != "10.0.0.9" {
+		t.Errorf("status = %v, want NOTREADY keeping its address", st)
+	}
+	for _, want := range []string{`"state":"unknown"`, `"recoveryError":"load pause task: containerd is away"`} {
+		if !strings.Contains(info["info"], want) {
+			t.Errorf("verbose info lacks %s: %s", want, info["info"])
+		}
+	}
+	if sb, _ := m.Get("ccc333"); sb.Ready {
+		t.Error("Get reports an Unknown pod ready: containers could be started in it")
+	}
+}
+
+// publishedEvents records what the manager publishes.
+type publishedEvents struct {
+	mu  sync.Mutex
+	got []runtime.ContainerEventType
+}
+
+func (r *publishedEvents) Publish(ev events.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.got = append(r.got, ev.Type)
+}
+
+// An Unknown pod's Stop leaves Unknown through the stop transition: it is
+// counted Unknown until then, and its STOPPED event goes out once however
+// often the stop completes and whoever (the exit watcher) saw it first.
+func TestUnknownPodStopTransition(t *testing.T) {
+	p := testPod("ddd444", "lost", false, time.Unix(1, 0))
+	m := withPods(p)
+	rec := &publishedEvents{}
+	m.SetPublisher(rec)
+	m.unknown(p, errors.New("containerd is away"))
+	if n := m.Unknown(); n != 1 {
+		t.Fatalf("Unknown() = %d with one Unknown pod", n)
+	}
+	for i := 0; i < 2; i++ {
+		if err := m.stopped(context.Background(), p, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if owned := m.pauseExited(p); !owned {
+		t.Error("the exit watcher would report a pod whose stop completed")
+	}
+	if n := m.Unknown(); n != 0 {
+		t.Errorf("Unknown() = %d after the pod's stop", n)
+	}
+	if st := p.getState(); st != stateStopped {
+		t.Errorf("state %v after the stop, want stopped", st)
+	}
+	if fmt.Sprint(rec.got) != fmt.Sprint([]runtime.ContainerEventType{runtime.ContainerEventType_CONTAINER_STOPPED_EVENT}) {
+		t.Errorf("published %v, want one STOPPED", rec.got)
+	}
+	if _, info, _ := m.Status(context.Background(), "ddd444", true); strings.Contains(info["info"], "recoveryError") {
+		t.Errorf("a stopped pod still shows its recovery error: %s", info["info"])
 	}
 }

@@ -18,11 +18,10 @@ import (
 // StatsIDs lists the ready pods matching filter, oldest first: a stopped
 // pod has no processes left to measure.
 func (m *Manager) StatsIDs(filter *runtime.PodSandboxStatsFilter) []string {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
 	var ps []*pod
-	for _, p := range m.pods {
-		if !p.ready {
+	all := m.store.all()
+	for _, p := range all {
+		if p.getState() != stateReady {
 			continue
 		}
 		if f := filter.GetId(); f != "" && p.id != f {
@@ -45,7 +44,7 @@ func (m *Manager) StatsIDs(filter *runtime.PodSandboxStatsFilter) []string {
 		ids[i] = p.id
 	}
 	m.cpu.Forget(func(id string) bool {
-		_, ok := m.pods[id]
+		_, ok := m.store.get(id)
 		return ok
 	})
 	return ids
@@ -59,8 +58,8 @@ func (m *Manager) Stats(ctx context.Context, id string, containers []*runtime.Co
 	if err != nil {
 		return nil, err
 	}
-	m.mu.RLock()
-	ready, pid, netns := p.ready, p.pid, p.netnsPath
+	p.mu.Lock()
+	ready, pid, netns := p.state == stateReady, p.pid, p.netnsPath
 	parent := p.cfg.GetLinux().GetCgroupParent()
 	attrs := &runtime.PodSandboxAttributes{
 		Id:          p.id,
@@ -68,7 +67,7 @@ func (m *Manager) Stats(ctx context.Context, id string, containers []*runtime.Co
 		Labels:      copyMap(p.cfg.GetLabels()),
 		Annotations: copyMap(p.cfg.GetAnnotations()),
 	}
-	m.mu.RUnlock()
+	p.mu.Unlock()
 
 	out := &runtime.PodSandboxStats{Attributes: attrs, Linux: &runtime.LinuxPodSandboxStats{Containers: containers}}
 	if !ready {

@@ -4,45 +4,40 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/errdefs"
-	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crishim/crishim/internal/faultpoint"
 	"github.com/crishim/crishim/lifecycle"
-	crishimpb "github.com/crishim/crishim/proto"
 )
 
 // Stop stops the pause container and tears down the network. The caller
 // stops the pod's containers first. Absent is not an error.
 func (m *Manager) Stop(ctx context.Context, id string) error {
-	p, err := m.lookup(id)
+	p, err := m.lockPod(id)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	ctx = m.withNS(ctx)
-	p.op.Lock()
 	defer p.op.Unlock()
-	return m.stopLocked(ctx, p)
+	return m.stopLocked(m.withNS(ctx), p)
 }
 
 // stopLocked does Stop's work with p.op held. Each step is idempotent, so
 // a Stop that failed halfway is completed by the next one.
 func (m *Manager) stopLocked(ctx context.Context, p *pod) (retErr error) {
-	m.mu.Lock()
-	removed, stopped := p.removed, p.stopped
-	if !removed && !stopped {
+	p.mu.Lock()
+	done := p.state == stateStopped || p.state == stateRemoved
+	if !done {
 		p.stopping = true
 	}
-	m.mu.Unlock()
+	p.mu.Unlock()
 	// A stop that completed left nothing to redo; going through the steps
 	// again costs RemovePodSandbox two round trips to containerd.
-	if removed || stopped {
+	if done {
 		return nil
 	}
 	log := m.logger(p.id)
@@ -75,9 +70,7 @@ func (m *Manager) stopLocked(ctx context.Context, p *pod) (retErr error) {
 	} else {
 		c = nil
 	}
-	m.mu.Lock()
-	p.ready = false
-	m.mu.Unlock()
+	m.pauseKilled(p)
 
 	if err := faultpoint.Hit("sandbox.beforeTeardown"); err != nil {
 		return err
@@ -95,21 +88,10 @@ func (m *Manager) stopLocked(ctx context.Context, p *pod) (retErr error) {
 			return fmt.Errorf("stop pod %s: %w", p.id, err)
 		}
 	}
-	if c != nil {
-		err := updateRecord(ctx, c, func(r *crishimpb.SandboxRecord) {
-			r.Stopped, r.NetworkReady = true, false
-		})
-		if err != nil && !errdefs.IsNotFound(err) {
-			return fmt.Errorf("record stop of pod %s: %w", p.id, err)
-		}
+	if err := m.stopped(ctx, p, c); err != nil {
+		return err
 	}
-	m.mu.Lock()
-	p.stopped, p.stopping = true, false
-	m.mu.Unlock()
 	log.Info("pod sandbox stopped")
-	if m.claimStopReport(p) {
-		m.publish(p, runtime.ContainerEventType_CONTAINER_STOPPED_EVENT, nil)
-	}
 	return nil
 }
 
@@ -117,10 +99,10 @@ func (m *Manager) stopLocked(ctx context.Context, p *pod) (retErr error) {
 // failed. Should the pause have exited meanwhile, the watcher has already
 // left it to the Stop, so its work is done here.
 func (m *Manager) stopFailed(p *pod) {
-	m.mu.Lock()
+	p.mu.Lock()
 	p.stopping = false
-	exited := p.pauseExited
-	m.mu.Unlock()
+	exited := p.exited
+	p.mu.Unlock()
 	if exited {
 		m.pauseGone(p)
 	}
@@ -144,46 +126,30 @@ func killPause(ctx context.Context, client *containerd.Client, c containerd.Cont
 
 // Remove deletes a stopped-or-not sandbox and everything it owns; absent is not an error.
 func (m *Manager) Remove(ctx context.Context, id string) error {
-	p, err := m.lookup(id)
+	p, err := m.lockPod(id)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	ctx = m.withNS(ctx)
-	p.op.Lock()
 	defer p.op.Unlock()
+	ctx = m.withNS(ctx)
 	if err := m.stopLocked(ctx, p); err != nil {
 		return err
 	}
-	m.mu.RLock()
-	removed := p.removed
-	m.mu.RUnlock()
-	if removed {
+	if p.getState() == stateRemoved {
 		return nil
 	}
-	final := m.finalStatus(p)
 	// The stop deleted the pause task, and the pause container's snapshot
 	// is keyed by the pod ID: delete both directly instead of loading the
 	// container for containerd.Container.Delete (three round trips less).
 	if err := m.client.SnapshotService(m.snapshotter()).Remove(ctx, p.id); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("delete pause snapshot of pod %s: %w", p.id, err)
 	}
-	if err := m.client.ContainerService().Delete(ctx, p.id); err != nil && !errdefs.IsNotFound(err) {
-		return fmt.Errorf("delete pause container of pod %s: %w", p.id, err)
+	if err := m.removed(ctx, p); err != nil {
+		return err
 	}
-	for _, dir := range []string{p.dir, p.stateDir} {
-		if err := os.RemoveAll(dir); err != nil {
-			return fmt.Errorf("remove pod %s: %w", p.id, err)
-		}
-	}
-	m.mu.Lock()
-	p.removed = true
-	delete(m.pods, p.id)
-	m.mu.Unlock()
-	m.names.Release(p.name, p.id)
 	m.logger(p.id).Info("pod sandbox removed")
-	m.publish(p, runtime.ContainerEventType_CONTAINER_DELETED_EVENT, final)
 	return nil
 }

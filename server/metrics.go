@@ -40,6 +40,9 @@ func (s *Server) metricsStream(srv any, ss grpc.ServerStream, info *grpc.StreamS
 // counted from the managers at scrape time so they never drift from List.
 func (s *Server) initMetrics() error {
 	lifecycle.ObserveStops(func(_ string, killed bool) { s.metrics.ObserveStop(killed) })
+	if err := s.metrics.CountUnknownSandboxes(s.sandboxes.Unknown); err != nil {
+		return err
+	}
 	err := s.metrics.RegisterStateGauge("pods", "Pod sandboxes by state.", []string{"ready", "notready"},
 		func(ctx context.Context) (map[string]int, error) {
 			pods, err := s.sandboxes.List(ctx, nil)

@@ -2,6 +2,7 @@ package faultpoint
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -44,5 +45,28 @@ func TestHit(t *testing.T) {
 	}
 	if err := Hit("unarmed"); err != nil {
 		t.Errorf("unarmed point returned %v", err)
+	}
+}
+
+// An error:N point fails its first N hits and then lets every hit through.
+func TestHitCounted(t *testing.T) {
+	once.Do(func() {})
+	a, err := Parse("p=error:2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	armed = a
+	defer func() { armed = nil }()
+	var got []bool
+	for i := 0; i < 4; i++ {
+		got = append(got, errors.Is(Hit("p"), ErrInjected))
+	}
+	if want := []bool{true, true, false, false}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("hits failed %v, want %v", got, want)
+	}
+	for _, bad := range []string{"p=error:0", "p=error:x", "p=error:-1"} {
+		if _, err := Parse(bad); err == nil {
+			t.Errorf("Parse(%q) accepted", bad)
+		}
 	}
 }

@@ -143,6 +143,16 @@ func (m *Metrics) ObserveLogDrop(bytes int) {
 	m.logDroppedLines.Inc()
 }
 
+// CountUnknownSandboxes adds crishim_sandbox_unknown, computed by count
+// on every scrape, like the pods by state, so that it never drifts from
+// the sandbox manager's store.
+func (m *Metrics) CountUnknownSandboxes(count func() int) error {
+	return m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: namespace, Subsystem: "sandbox", Name: "unknown",
+		Help: "Pod sandboxes whose recovery after a restart is not complete: listed NOTREADY and re-checked until it is; crishim's log and the pod's verbose status say why.",
+	}, func() float64 { return float64(count()) }))
+}
+
 func result(err error) string {
 	if err != nil {
 		return "error"

@@ -33,6 +33,9 @@ func TestObservationsAppearInScrape(t *testing.T) {
 	m.ObserveStop(true)
 	m.ObserveLogDrop(100)
 	m.ObserveLogDrop(50)
+	if err := m.CountUnknownSandboxes(func() int { return 2 }); err != nil {
+		t.Fatal(err)
+	}
 
 	body := scrape(t, m)
 	for _, want := range []string{
@@ -47,6 +50,7 @@ func TestObservationsAppearInScrape(t *testing.T) {
 		`crishim_container_stops_total{outcome="graceful"} 0`,
 		`crishim_container_log_dropped_bytes_total 150`,
 		`crishim_container_log_dropped_lines_total 2`,
+		`crishim_sandbox_unknown 2`,
 		`go_goroutines `,
 	} {
 		if !strings.Contains(body, want) {
