@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/crishim/crishim/bench"
+	"github.com/crishim/crishim/internal/bench"
 )
 
 func main() {

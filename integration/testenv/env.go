@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,12 +18,9 @@ import (
 
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/snapshots"
-)
 
-// RegistryAlias is a made-up registry name that the hosts.toml directory
-// maps to the local registry, so tests pull the way a node pulls through
-// a mirror.
-const RegistryAlias = "registry.crishim.test"
+	"github.com/crishim/crishim/internal/stack"
+)
 
 // Namespace is the containerd namespace crishim runs in during the tests.
 const Namespace = "crishim-it"
@@ -298,7 +294,7 @@ func (e *Env) Teardown(keepLogs bool) error {
 			errs = append(errs, err)
 		}
 	}
-	if err := unmountAll(e.Dir); err != nil {
+	if err := stack.UnmountAll(e.Dir); err != nil {
 		errs = append(errs, err)
 	}
 	entries, err := os.ReadDir(e.Dir)
@@ -319,23 +315,4 @@ func (e *Env) Teardown(keepLogs bool) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// RequireBinaries reports the programs the suite needs and cannot find.
-func RequireBinaries() error {
-	var missing []string
-	for _, bin := range []string{"containerd", "containerd-shim-runc-v2", "runc", "iptables", "ip", "gcc"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			missing = append(missing, bin)
-		}
-	}
-	for _, path := range []string{"/usr/bin/docker-registry", BusyboxBinary, CNIBinDir + "/bridge", CNIBinDir + "/host-local", CNIBinDir + "/portmap"} {
-		if _, err := os.Stat(path); err != nil {
-			missing = append(missing, path)
-		}
-	}
-	if len(missing) > 0 {
-		return fmt.Errorf("missing %s (install: apt-get install containerd runc containernetworking-plugins docker-registry busybox-static iptables iproute2 gcc libc6-dev; or run `make deps`)", strings.Join(missing, ", "))
-	}
-	return nil
 }

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/crishim/crishim/integration/testenv"
+	"github.com/crishim/crishim/internal/stack"
 )
 
 // clockTick is USER_HZ, the unit of /proc/<pid>/stat CPU times; 100 on
@@ -72,7 +72,7 @@ func parseStatCPU(stat string) (time.Duration, error) {
 // ShimUsage sums the resident sets of the runc shims serving containerd
 // namespace ns (their command line names it) and counts them.
 func ShimUsage(ns string) (count int, rss int64) {
-	for _, pid := range testenv.ProcessesWithArgs("containerd-shim-runc-v2", "-namespace", ns) {
+	for _, pid := range stack.ProcessesWithArgs("containerd-shim-runc-v2", "-namespace", ns) {
 		count++
 		if u, err := ReadUsage(pid); err == nil {
 			rss += u.RSS
