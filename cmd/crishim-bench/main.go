@@ -54,6 +54,9 @@ func run() error {
 	flag.IntVar(&cfg.IgnorerStops, "ignorer-stops", 3, "SIGTERM-ignoring containers stopped per round")
 	flag.Int64Var(&cfg.StopTimeout, "stop-timeout", 2, "StopContainer timeout (s) for the SIGTERM ignorer")
 	flag.IntVar(&cfg.DensityPods, "density", 100, "running pods at which RSS is measured (0: skip)")
+	flag.IntVar(&cfg.ScalePods, "scale", 0, "scale round: this many running pods per endpoint, fewer if memory or pids do not allow (0: skip)")
+	flag.IntVar(&cfg.ScaleQueries, "scale-queries", 200, "scale round: timed rounds of ListPodSandbox, ListContainers, ContainerStatus and ListContainerStats")
+	flag.BoolVar(&cfg.ScaleOnly, "scale-only", false, "run only the scale round (no lifecycle rounds, no density)")
 	flag.Parse()
 	if *quick {
 		set := map[string]bool{}
@@ -101,6 +104,7 @@ func run() error {
 		cfg.ContainerdPID = env.Containerd.Pid()
 		cfg.Image, cfg.SandboxImage = env.Image, env.SandboxImage
 		cfg.LogDir = filepath.Join(env.Dir, "pods")
+		cfg.Leaks = env.Leaks
 		fmt.Fprintf(os.Stderr, "environment in %s\n", env.Dir)
 		if env.DebugAddress != "" {
 			fmt.Fprintf(os.Stderr, "crishim pprof on http://%s/debug/pprof/\n", env.DebugAddress)
@@ -144,13 +148,20 @@ func run() error {
 		return err
 	}
 	keepLogs = *keep
-	table := report.Table()
-	var header strings.Builder
-	fmt.Fprintf(&header, "crishim-bench, %s, %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), machine())
-	text := header.String() + table.Markdown()
-	fmt.Print(text)
+	var text strings.Builder
+	fmt.Fprintf(&text, "crishim-bench, %s, %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), machine())
+	if !cfg.ScaleOnly {
+		text.WriteString(report.Table().Markdown())
+	}
+	if scale, ok := report.ScaleTable(); ok {
+		if !cfg.ScaleOnly {
+			text.WriteString("\n")
+		}
+		text.WriteString(scale.Markdown())
+	}
+	fmt.Print(text.String())
 	if *out != "" {
-		if err := os.WriteFile(*out, []byte(text), 0o644); err != nil {
+		if err := os.WriteFile(*out, []byte(text.String()), 0o644); err != nil {
 			return err
 		}
 	}

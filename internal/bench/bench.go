@@ -56,6 +56,20 @@ type Config struct {
 	// AtDensity, when set, is called while DensityPods pods run on side,
 	// after the daemons were measured (e.g. for a heap profile).
 	AtDensity func(side string)
+
+	// ScalePods running pods (one container each) per endpoint for the
+	// scale round, fewer if the machine cannot hold them (ScaleFit); 0
+	// skips it. ScaleQueries rounds of the read-only calls are timed with
+	// all of them running.
+	ScalePods, ScaleQueries int
+	// ScaleOnly skips the lifecycle rounds and the density measurement.
+	ScaleOnly bool
+	// AtScale, when set, is called while the scale round's pods run on
+	// side, after the calls were timed and the daemons measured.
+	AtScale func(side string)
+	// Leaks, when set, lists what side left in containerd, the mounts and
+	// the network after its scale round removed every pod.
+	Leaks func(side string) ([]string, error)
 }
 
 // sideResult is everything measured on one endpoint.
@@ -77,6 +91,7 @@ type sideResult struct {
 
 	rssStart, rssEnd int64
 	density          *densityResult
+	scale            *scaleResult
 }
 
 type densityResult struct {
@@ -124,6 +139,9 @@ func (cfg *Config) defaults() {
 	if cfg.ConcurrentPods <= 0 {
 		cfg.ConcurrentPods = 2 * cfg.Pods
 	}
+	if cfg.ScaleQueries <= 0 {
+		cfg.ScaleQueries = 200
+	}
 	if cfg.StopTimeout <= 0 {
 		cfg.StopTimeout = 2
 	}
@@ -159,7 +177,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 	order := []string{"A", "B"}
-	for round := 0; round < cfg.Rounds; round++ {
+	rounds := cfg.Rounds
+	if cfg.ScaleOnly {
+		rounds = 0
+	}
+	for round := 0; round < rounds; round++ {
 		for _, key := range order {
 			if err := ctx.Err(); err != nil {
 				return nil, err
@@ -172,10 +194,19 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		order[0], order[1] = order[1], order[0]
 	}
-	if cfg.DensityPods > 0 {
+	if cfg.DensityPods > 0 && !cfg.ScaleOnly {
 		for _, key := range []string{"A", "B"} {
 			fmt.Fprintf(cfg.Progress, "density: %d running pods on %s (%s)\n", cfg.DensityPods, key, sides[key].ep.Name)
 			runDensity(key, sides[key], cfg)
+		}
+	}
+	if cfg.ScalePods > 0 {
+		for _, key := range []string{"A", "B"} {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			fmt.Fprintf(cfg.Progress, "scale: %d running pods on %s (%s)\n", cfg.ScalePods, key, sides[key].ep.Name)
+			runScale(key, sides[key], cfg)
 		}
 	}
 	for _, s := range sides {

@@ -257,6 +257,16 @@ func (e *Env) Endpoints() (a, b Endpoint) {
 	return a, b
 }
 
+// Leaks lists what side ("A" or "B") left behind in containerd, in its
+// CNI network and as mounts under the environment's directory.
+func (e *Env) Leaks(side string) ([]string, error) {
+	ns, network := NamespaceContainerdCRI, e.NetA
+	if side == "B" {
+		ns, network = NamespaceCrishim, e.NetB
+	}
+	return stack.Leaks(e.Containerd, ns, network, e.Dir)
+}
+
 // CPUProfile fetches a CPU profile of crishim over seconds into path.
 func (e *Env) CPUProfile(path string, seconds int) error {
 	return e.fetchProfile(path, fmt.Sprintf("profile?seconds=%d", seconds), time.Duration(seconds+30)*time.Second)
