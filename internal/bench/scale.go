@@ -293,7 +293,9 @@ func (r *Report) ScaleTable() (Table, bool) {
 	}
 	t.Rows = append(t.Rows, TextRow("left afterwards (listed; shims; containerd objects, mounts, IPs, veths, nat rules)", left(a), left(b)))
 
-	for _, m := range []string{mScaleListPods, mScaleListCtrs, mScaleStatus, mScaleListStats} {
+	// The goal is for the list and status calls, which must be
+	// answered from memory; stats read every container's cgroup files.
+	for _, m := range []string{mScaleListPods, mScaleListCtrs, mScaleStatus} {
 		sb := Summarize(b.calls.get(m))
 		t.Targets = append(t.Targets, TargetResult{
 			Name: fmt.Sprintf("%s p99 with %d pods, B", m, b.pods), Want: "≤ 5 ms",
