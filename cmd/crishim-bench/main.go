@@ -31,7 +31,7 @@ func run() error {
 		out         = flag.String("out", "", "also write the table (Markdown) to this file")
 		repo        = flag.String("repo", ".", "crishim repository (builds crishim and pause)")
 		binary      = flag.String("crishim", "", "crishim binary to run (empty: build it)")
-		profile     = flag.String("cpuprofile", "", "write a CPU profile of crishim, taken from the first B round on, to this file")
+		profile     = flag.String("cpuprofile", "", "write a CPU profile of crishim, taken from the first B round on (with -scale-only: from B's timed calls on), to this file")
 		profileSecs = flag.Int("profile-seconds", 30, "length of the -cpuprofile profile")
 		heapProfile = flag.String("heapprofile", "", "write crishim's heap profile, taken with the density pods running, to this file")
 		quick       = flag.Bool("quick", false, "small rounds unless set otherwise: 10 lifecycles, 16 at c=8, 2 ignorer stops, 20 pods for density")
@@ -122,7 +122,7 @@ func run() error {
 		if *profile != "" {
 			started := false
 			done := make(chan struct{})
-			cfg.Between = func(side string, _ int) {
+			startProfile := func(side string) {
 				if side != "B" || started {
 					return
 				}
@@ -134,6 +134,8 @@ func run() error {
 					}
 				}()
 			}
+			cfg.Between = func(side string, _ int) { startProfile(side) }
+			cfg.BeforeScaleQueries = startProfile
 			// crishim must outlive the profile it is asked for.
 			defer func() {
 				if started {

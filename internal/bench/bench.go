@@ -64,6 +64,9 @@ type Config struct {
 	ScalePods, ScaleQueries int
 	// ScaleOnly skips the lifecycle rounds and the density measurement.
 	ScaleOnly bool
+	// BeforeScaleQueries, when set, is called on side just before the
+	// scale round's calls are timed (e.g. to start a CPU profile).
+	BeforeScaleQueries func(side string)
 	// AtScale, when set, is called while the scale round's pods run on
 	// side, after the calls were timed and the daemons measured.
 	AtScale func(side string)

@@ -159,6 +159,9 @@ func runScale(side string, s *sideResult, cfg Config) {
 	}
 
 	if len(ctrs) > 0 {
+		if cfg.BeforeScaleQueries != nil {
+			cfg.BeforeScaleQueries(side)
+		}
 		r.queries(s, cfg, ctrs)
 	}
 	r.loadAvg = loadAvg()
