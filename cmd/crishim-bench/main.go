@@ -28,7 +28,7 @@ func main() {
 func run() error {
 	var (
 		cfg         bench.Config
-		out         = flag.String("out", "", "also write the table (Markdown) to this file")
+		out         = flag.String("out", "", "also write the tables (Markdown) to this file, each replacing its own section (the CRI rounds', the scale round's) and nothing else")
 		repo        = flag.String("repo", ".", "crishim repository (builds crishim and pause)")
 		binary      = flag.String("crishim", "", "crishim binary to run (empty: build it)")
 		profile     = flag.String("cpuprofile", "", "write a CPU profile of crishim, taken from the first B round on (with -scale-only: from B's timed calls on), to this file")
@@ -150,21 +150,26 @@ func run() error {
 		return err
 	}
 	keepLogs = *keep
-	var text strings.Builder
-	fmt.Fprintf(&text, "crishim-bench, %s, %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), machine())
+	header := fmt.Sprintf("crishim-bench, %s, %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), machine())
+	// Each table is its own section of -out, so a run leaves the other's
+	// last results in place.
+	type section struct{ name, text string }
+	var sections []section
 	if !cfg.ScaleOnly {
-		text.WriteString(report.Table().Markdown())
+		sections = append(sections, section{"cri", header + report.Table().Markdown()})
 	}
 	if scale, ok := report.ScaleTable(); ok {
-		if !cfg.ScaleOnly {
-			text.WriteString("\n")
-		}
-		text.WriteString(scale.Markdown())
+		sections = append(sections, section{"scale", header + scale.Markdown()})
 	}
-	fmt.Print(text.String())
-	if *out != "" {
-		if err := os.WriteFile(*out, []byte(text.String()), 0o644); err != nil {
-			return err
+	for i, sec := range sections {
+		if i > 0 {
+			fmt.Println()
+		}
+		fmt.Print(sec.text)
+		if *out != "" {
+			if err := bench.WriteSection(*out, sec.name, sec.text); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
