@@ -77,7 +77,7 @@ bench: deps build
 SCALE ?= 500
 bench-scale: deps build
 	CGO_ENABLED=0 $(GO) build -o bin/crishim-bench ./cmd/crishim-bench
-	bin/crishim-bench -crishim $(CURDIR)/$(BIN) -scale $(SCALE) -scale-only $(BENCH_ARGS)
+	bin/crishim-bench -crishim $(CURDIR)/$(BIN) -out $(BENCH_OUT) -scale $(SCALE) -scale-only $(BENCH_ARGS)
 
 # The Debian package (dpkg-deb only) in bin/: binary, systemd units, default
 # config, kubelet notes. The integration suite installs and removes it (deb_test.go).
