@@ -23,8 +23,10 @@ type Endpoint struct {
 	// containerd's CRI plugin: containerd itself). 0: not measured.
 	PID int
 	// ShimNamespace is the containerd namespace its pods live in, to find
-	// their shims.
-	ShimNamespace string
+	// their shims; ShimAddress, when set, the containerd socket they serve,
+	// so that another containerd's shims in a namespace of the same name
+	// (another test run's k8s.io) are not counted.
+	ShimNamespace, ShimAddress string
 }
 
 // Config is one benchmark run.
@@ -347,7 +349,7 @@ func runDensity(side string, s *sideResult, cfg Config) {
 	if u, err := ReadUsage(cfg.ContainerdPID); err == nil {
 		d.backendRSSAt = u.RSS
 	}
-	d.shims, d.shimRSS = ShimUsage(s.ep.ShimNamespace)
+	d.shims, d.shimRSS = ShimUsage(s.ep.ShimNamespace, s.ep.ShimAddress)
 	if cfg.AtDensity != nil {
 		cfg.AtDensity(side)
 	}

@@ -252,8 +252,8 @@ func waitCRI(socket string, timeout time.Duration) error {
 
 // Endpoints are the two runtimes as the benchmark sees them.
 func (e *Env) Endpoints() (a, b Endpoint) {
-	a = Endpoint{Name: "containerd 1.6 CRI plugin", Socket: e.Containerd.Address, PID: e.Containerd.Pid(), ShimNamespace: NamespaceContainerdCRI}
-	b = Endpoint{Name: "crishim", Socket: e.Crishim.Socket, PID: e.Crishim.Pid(), ShimNamespace: NamespaceCrishim}
+	a = Endpoint{Name: "containerd 1.6 CRI plugin", Socket: e.Containerd.Address, PID: e.Containerd.Pid(), ShimNamespace: NamespaceContainerdCRI, ShimAddress: e.Containerd.Address}
+	b = Endpoint{Name: "crishim", Socket: e.Crishim.Socket, PID: e.Crishim.Pid(), ShimNamespace: NamespaceCrishim, ShimAddress: e.Containerd.Address}
 	return a, b
 }
 

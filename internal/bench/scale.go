@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -35,9 +36,14 @@ const (
 // scaleResult is one endpoint's scale round.
 type scaleResult struct {
 	requested, pods     int
+	started             int // pods whose container reached RUNNING
+	failures            int
+	firstErr            error
 	limitReason         string
 	startWall, stopWall time.Duration
 	calls               *recorder
+	serverCPU           map[string]time.Duration // the server's CPU over each measure's block of calls
+	serverCalls         map[string]int
 	serverRSS           int64
 	backendRSSBefore    int64
 	backendRSSAt        int64
@@ -124,16 +130,29 @@ func loadAvg() string {
 }
 
 // runScale starts ScalePods pods at Concurrency, checks that every list
-// shows all of them, times ScaleQueries rounds of the four read-only calls
-// (one of each per round, ContainerStatus on a random container), measures
+// shows all of them, times ScaleQueries calls of each read-only call
+// (ContainerStatus on random containers; a tenth as many stats), measures
 // the daemons and shims, then stops and removes every pod at Concurrency
 // and checks that nothing is left.
 func runScale(side string, s *sideResult, cfg Config) {
-	r := &scaleResult{requested: cfg.ScalePods, calls: newRecorder(), listed: map[string]int{}}
+	r := &scaleResult{requested: cfg.ScalePods, calls: newRecorder(), listed: map[string]int{},
+		serverCPU: map[string]time.Duration{}, serverCalls: map[string]int{}}
 	s.scale = r
+	// Failures are counted for the round as well as for the side, from
+	// the parallel starts and stops too.
+	var mu sync.Mutex
+	fail := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		r.failures++
+		if r.firstErr == nil {
+			r.firstErr = err
+		}
+		s.fail(err)
+	}
 	r.pods, r.limitReason = ScaleFit(cfg.ScalePods)
 	if r.pods == 0 {
-		s.fail(fmt.Errorf("scale: no room for a single pod (%s)", r.limitReason))
+		fail(fmt.Errorf("scale: no room for a single pod (%s)", r.limitReason))
 		return
 	}
 	if u, err := ReadUsage(cfg.ContainerdPID); err == nil {
@@ -146,7 +165,7 @@ func runScale(side string, s *sideResult, cfg Config) {
 		p, err := s.c.startPod(fmt.Sprintf("scale-%d", i), cooperativeScript, nil, nil, "")
 		pods[i] = p
 		if err != nil {
-			s.fail(fmt.Errorf("scale: start pod %d: %w", i, err))
+			fail(fmt.Errorf("scale: start pod %d: %w", i, err))
 		}
 		return err
 	})
@@ -157,12 +176,13 @@ func runScale(side string, s *sideResult, cfg Config) {
 			ctrs = append(ctrs, p.ctrID)
 		}
 	}
+	r.started = len(ctrs)
 
 	if len(ctrs) > 0 {
 		if cfg.BeforeScaleQueries != nil {
 			cfg.BeforeScaleQueries(side)
 		}
-		r.queries(s, cfg, ctrs)
+		r.queries(s, cfg, ctrs, fail)
 	}
 	r.loadAvg = loadAvg()
 	if u, err := ReadUsage(s.ep.PID); err == nil {
@@ -171,7 +191,7 @@ func runScale(side string, s *sideResult, cfg Config) {
 	if u, err := ReadUsage(cfg.ContainerdPID); err == nil {
 		r.backendRSSAt = u.RSS
 	}
-	r.shims, r.shimRSS = ShimUsage(s.ep.ShimNamespace)
+	r.shims, r.shimRSS = ShimUsage(s.ep.ShimNamespace, s.ep.ShimAddress)
 	if cfg.AtScale != nil {
 		cfg.AtScale(side)
 	}
@@ -179,7 +199,7 @@ func runScale(side string, s *sideResult, cfg Config) {
 	start = time.Now()
 	_ = parallel(len(pods), cfg.Concurrency, func(i int) error {
 		if err := s.c.stopPod(pods[i], cooperativeTimeout, nil); err != nil {
-			s.fail(fmt.Errorf("scale: stop pod %d: %w", i, err))
+			fail(fmt.Errorf("scale: stop pod %d: %w", i, err))
 			s.c.discard(pods[i])
 			return err
 		}
@@ -188,13 +208,13 @@ func runScale(side string, s *sideResult, cfg Config) {
 	r.stopWall = time.Since(start)
 	var err error
 	if r.leftoverPods, r.leftoverCtrs, err = s.c.leftovers(); err != nil {
-		s.fail(err)
+		fail(err)
 	}
 	// A shim leaves once containerd has deleted its last task; give it
 	// the time a loaded machine needs.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		r.leftoverShims, _ = ShimUsage(s.ep.ShimNamespace)
+		r.leftoverShims, _ = ShimUsage(s.ep.ShimNamespace, s.ep.ShimAddress)
 		if r.leftoverShims == 0 || time.Now().After(deadline) {
 			break
 		}
@@ -203,12 +223,12 @@ func runScale(side string, s *sideResult, cfg Config) {
 	if cfg.Leaks != nil {
 		leaks, err := cfg.Leaks(side)
 		if err != nil {
-			s.fail(fmt.Errorf("scale: looking for leftovers: %w", err))
+			fail(fmt.Errorf("scale: looking for leftovers: %w", err))
 		}
 		r.leaks = leaks
 	}
 	if r.leftoverPods+r.leftoverCtrs+r.leftoverShims+len(r.leaks) > 0 {
-		s.fail(fmt.Errorf("scale: left behind %d pods, %d containers, %d shims, %d other objects (%s)",
+		fail(fmt.Errorf("scale: left behind %d pods, %d containers, %d shims, %d other objects (%s)",
 			r.leftoverPods, r.leftoverCtrs, r.leftoverShims, len(r.leaks), strings.Join(first(r.leaks, 5), "; ")))
 	}
 }
@@ -223,7 +243,7 @@ func first(xs []string, n int) []string {
 // queries checks that the lists hold every pod and container, then times
 // cfg.ScaleQueries rounds of the four read-only calls, one after another
 // as a kubelet's relist and status loop make them.
-func (r *scaleResult) queries(s *sideResult, cfg Config, ctrs []string) {
+func (r *scaleResult) queries(s *sideResult, cfg Config, ctrs []string, fail func(error)) {
 	want := len(ctrs)
 	call := func(measure string, fn func(ctx context.Context) (int, error)) {
 		var n int
@@ -232,26 +252,43 @@ func (r *scaleResult) queries(s *sideResult, cfg Config, ctrs []string) {
 			n, err = fn(ctx)
 			return err
 		}); err != nil {
-			s.fail(fmt.Errorf("scale: %w", err))
+			fail(fmt.Errorf("scale: %w", err))
 			return
 		}
 		if measure != mScaleStatus && n < want {
-			s.fail(fmt.Errorf("scale: %s returned %d items with %d containers running", measure, n, want))
+			fail(fmt.Errorf("scale: %s returned %d items with %d containers running", measure, n, want))
 		}
 		if n > r.listed[measure] {
 			r.listed[measure] = n
 		}
 	}
+	// One block of calls per measure, so that the server's CPU time over
+	// each block says what one call costs it: unlike latency, that does
+	// not depend on how busy the rest of the machine is.
 	rng := rand.New(rand.NewSource(1))
-	for q := 0; q < cfg.ScaleQueries; q++ {
+	block := func(measure string, one func()) {
+		before, errBefore := ReadUsage(s.ep.PID)
+		for q := 0; q < cfg.ScaleQueries; q++ {
+			one()
+		}
+		if after, err := ReadUsage(s.ep.PID); err == nil && errBefore == nil {
+			r.serverCPU[measure] += after.CPU - before.CPU
+			r.serverCalls[measure] += cfg.ScaleQueries
+		}
+	}
+	block(mScaleListPods, func() {
 		call(mScaleListPods, func(ctx context.Context) (int, error) {
 			resp, err := s.c.rt.ListPodSandbox(ctx, &runtime.ListPodSandboxRequest{})
 			return len(resp.GetItems()), err
 		})
+	})
+	block(mScaleListCtrs, func() {
 		call(mScaleListCtrs, func(ctx context.Context) (int, error) {
 			resp, err := s.c.rt.ListContainers(ctx, &runtime.ListContainersRequest{})
 			return len(resp.GetContainers()), err
 		})
+	})
+	block(mScaleStatus, func() {
 		id := ctrs[rng.Intn(len(ctrs))]
 		call(mScaleStatus, func(ctx context.Context) (int, error) {
 			resp, err := s.c.rt.ContainerStatus(ctx, &runtime.ContainerStatusRequest{ContainerId: id})
@@ -260,10 +297,19 @@ func (r *scaleResult) queries(s *sideResult, cfg Config, ctrs []string) {
 			}
 			return 1, err
 		})
+	})
+	// Stats cost a thousand times more; a tenth of the calls measure them.
+	stats := max(cfg.ScaleQueries/10, 1)
+	before, errBefore := ReadUsage(s.ep.PID)
+	for q := 0; q < stats; q++ {
 		call(mScaleListStats, func(ctx context.Context) (int, error) {
 			resp, err := s.c.rt.ListContainerStats(ctx, &runtime.ListContainerStatsRequest{})
 			return len(resp.GetStats()), err
 		})
+	}
+	if after, err := ReadUsage(s.ep.PID); err == nil && errBefore == nil {
+		r.serverCPU[mScaleListStats] += after.CPU - before.CPU
+		r.serverCalls[mScaleListStats] += stats
 	}
 }
 
@@ -279,8 +325,18 @@ func (r *Report) ScaleTable() (Table, bool) {
 			b.pods, b.requested, r.cfg.Concurrency, r.cfg.ScaleQueries),
 		NameA: r.a.ep.Name, NameB: r.b.ep.Name,
 	}
+	t.Rows = append(t.Rows, ValueRow("pods started (container RUNNING)", "%.0f", float64(a.started), float64(b.started)))
 	for _, m := range scaleMeasures {
 		t.Rows = append(t.Rows, LatencyRow(fmt.Sprintf("%s with %d pods", m, b.pods), Summarize(a.calls.get(m)), Summarize(b.calls.get(m))))
+	}
+	cpuPerCall := func(x *scaleResult, m string) float64 {
+		if x.serverCalls[m] == 0 {
+			return 0
+		}
+		return float64(x.serverCPU[m]) / float64(time.Millisecond) / float64(x.serverCalls[m])
+	}
+	for _, m := range scaleMeasures {
+		t.Rows = append(t.Rows, ValueRow(fmt.Sprintf("%s: CPU ms of the CRI server process per call", m), "%.2f", cpuPerCall(a, m), cpuPerCall(b, m)))
 	}
 	t.Rows = append(t.Rows,
 		ValueRow(fmt.Sprintf("seconds to start %d pods at c=%d (each to its container RUNNING)", b.pods, r.cfg.Concurrency), "%.1f", a.startWall.Seconds(), b.startWall.Seconds()),
@@ -294,7 +350,10 @@ func (r *Report) ScaleTable() (Table, bool) {
 	left := func(x *scaleResult) string {
 		return fmt.Sprintf("%d pods, %d containers, %d shims, %d other", x.leftoverPods, x.leftoverCtrs, x.leftoverShims, len(x.leaks))
 	}
-	t.Rows = append(t.Rows, TextRow("left afterwards (listed; shims; containerd objects, mounts, IPs, veths, nat rules)", left(a), left(b)))
+	t.Rows = append(t.Rows,
+		TextRow("left afterwards (listed; shims; containerd objects, mounts, IPs, veths, nat rules)", left(a), left(b)),
+		TextRow("failed operations", fmt.Sprint(a.failures), fmt.Sprint(b.failures)),
+	)
 
 	// The goal is for the list and status calls, which must be
 	// answered from memory; stats read every container's cgroup files.
@@ -318,6 +377,9 @@ func (r *Report) ScaleTable() (Table, bool) {
 		x   *scaleResult
 	}{{"A", a}, {"B", b}} {
 		key, x := side.key, side.x
+		if x.firstErr != nil {
+			t.Notes = append(t.Notes, fmt.Sprintf("first failure on %s: %v", key, x.firstErr))
+		}
 		if x.limitReason != "" {
 			t.Notes = append(t.Notes, fmt.Sprintf("%s ran %d of the %d pods asked for: %s", key, x.pods, x.requested, x.limitReason))
 		}
