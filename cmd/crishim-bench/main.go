@@ -105,6 +105,7 @@ func run() error {
 		cfg.Image, cfg.SandboxImage = env.Image, env.SandboxImage
 		cfg.LogDir = filepath.Join(env.Dir, "pods")
 		cfg.Leaks = env.Leaks
+		cfg.ScaleAddresses = env.PodAddresses()
 		fmt.Fprintf(os.Stderr, "environment in %s\n", env.Dir)
 		if env.DebugAddress != "" {
 			fmt.Fprintf(os.Stderr, "crishim pprof on http://%s/debug/pprof/\n", env.DebugAddress)

@@ -64,6 +64,9 @@ type Config struct {
 	// skips it. ScaleQueries rounds of the read-only calls are timed with
 	// all of them running.
 	ScalePods, ScaleQueries int
+	// ScaleAddresses is how many pods each endpoint's CNI network can
+	// address (0: unknown, no limit).
+	ScaleAddresses int
 	// ScaleOnly skips the lifecycle rounds and the density measurement.
 	ScaleOnly bool
 	// BeforeScaleQueries, when set, is called on side just before the

@@ -156,11 +156,11 @@ func SetupEnv(opts EnvOptions) (_ *Env, retErr error) {
 		return nil, err
 	}
 
-	if e.NetA, err = stack.WriteNetwork(filepath.Join(dir, "cni-a")); err != nil {
+	if e.NetA, err = stack.WriteNetworkSized(filepath.Join(dir, "cni-a"), podSubnetPrefix); err != nil {
 		return nil, err
 	}
 	for {
-		if e.NetB, err = stack.WriteNetwork(filepath.Join(dir, "cni-b")); err != nil {
+		if e.NetB, err = stack.WriteNetworkSized(filepath.Join(dir, "cni-b"), podSubnetPrefix); err != nil {
 			return nil, err
 		}
 		// Neither bridge exists yet, so WriteNetwork cannot see the
@@ -255,6 +255,16 @@ func (e *Env) Endpoints() (a, b Endpoint) {
 	a = Endpoint{Name: "containerd 1.6 CRI plugin", Socket: e.Containerd.Address, PID: e.Containerd.Pid(), ShimNamespace: NamespaceContainerdCRI, ShimAddress: e.Containerd.Address}
 	b = Endpoint{Name: "crishim", Socket: e.Crishim.Socket, PID: e.Crishim.Pid(), ShimNamespace: NamespaceCrishim, ShimAddress: e.Containerd.Address}
 	return a, b
+}
+
+// podSubnetPrefix sizes each runtime's pod network: a /22 holds the
+// scale round's 500 pods and more (a /24's 253 addresses do not).
+const podSubnetPrefix = 22
+
+// PodAddresses is how many pods each runtime's network can address.
+func (e *Env) PodAddresses() int {
+	ones, bits := e.NetA.Subnet.Mask.Size()
+	return 1<<(bits-ones) - 3 // network, gateway, broadcast
 }
 
 // Leaks lists what side ("A" or "B") left behind in containerd, in its

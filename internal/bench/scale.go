@@ -58,11 +58,16 @@ type scaleResult struct {
 }
 
 // ScaleFit is how many of want pods this machine can hold now, and why
-// fewer when it cannot hold them all: MemAvailable must keep a quarter of
+// fewer when it cannot hold them all: the pod network must have an address
+// for each (addresses, 0: not known), MemAvailable must keep a quarter of
 // itself free after the pods' estimated memory, and the pods' threads must
 // fit under pid_max beside the tasks already running.
-func ScaleFit(want int) (int, string) {
+func ScaleFit(want, addresses int) (int, string) {
 	n, reason := want, ""
+	if addresses > 0 && addresses < n {
+		n = addresses
+		reason = fmt.Sprintf("IP addresses: the pod network holds %d", addresses)
+	}
 	if avail, err := memAvailable(); err == nil {
 		if byMem := int(avail * 3 / 4 / scaleMemPerPod); byMem < n {
 			n = byMem
@@ -150,7 +155,7 @@ func runScale(side string, s *sideResult, cfg Config) {
 		}
 		s.fail(err)
 	}
-	r.pods, r.limitReason = ScaleFit(cfg.ScalePods)
+	r.pods, r.limitReason = ScaleFit(cfg.ScalePods, cfg.ScaleAddresses)
 	if r.pods == 0 {
 		fail(fmt.Errorf("scale: no room for a single pod (%s)", r.limitReason))
 		return

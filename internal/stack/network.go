@@ -37,6 +37,15 @@ func (n *Network) HostLocalDir() string { return filepath.Join("/var/lib/cni/net
 // (bridge with host-local IPAM, portmap) into confDir. Loopback is not in
 // it: bringing lo up is crishim's job.
 func WriteNetwork(confDir string) (*Network, error) {
+	return WriteNetworkSized(confDir, 24)
+}
+
+// WriteNetworkSized is WriteNetwork with a subnet of prefix bits (16-24):
+// a /24 holds 253 pods, a /22 1021.
+func WriteNetworkSized(confDir string, prefix int) (*Network, error) {
+	if prefix < 16 || prefix > 24 {
+		return nil, fmt.Errorf("subnet prefix /%d: want /16 to /24", prefix)
+	}
 	if err := os.MkdirAll(confDir, 0o755); err != nil {
 		return nil, err
 	}
@@ -54,7 +63,7 @@ func WriteNetwork(confDir string) (*Network, error) {
 		if err != nil {
 			return nil, err
 		}
-		_, subnet, _ := net.ParseCIDR(fmt.Sprintf("10.%d.%d.0/24", 200+b.Int64(), c.Int64()))
+		_, subnet, _ := net.ParseCIDR(fmt.Sprintf("10.%d.%d.0/%d", 200+b.Int64(), c.Int64(), prefix))
 		bridge := "cst" + suffix
 		if _, err := net.InterfaceByName(bridge); err == nil {
 			continue
