@@ -57,6 +57,7 @@ func run() error {
 	flag.IntVar(&cfg.ScalePods, "scale", 0, "scale round: this many running pods per endpoint, fewer if memory or pids do not allow (0: skip)")
 	flag.IntVar(&cfg.ScaleQueries, "scale-queries", 200, "scale round: timed rounds of ListPodSandbox, ListContainers, ContainerStatus and ListContainerStats")
 	flag.BoolVar(&cfg.ScaleOnly, "scale-only", false, "run only the scale round (no lifecycle rounds, no density)")
+	flag.StringVar(&cfg.ScaleSides, "scale-sides", "AB", "endpoints the scale round runs on: AB, A or B")
 	flag.Parse()
 	if *quick {
 		set := map[string]bool{}

@@ -322,17 +322,31 @@ func (r *scaleResult) queries(s *sideResult, cfg Config, ctrs []string, fail fun
 // measure other things than the lifecycle rounds.
 func (r *Report) ScaleTable() (Table, bool) {
 	a, b := r.a.scale, r.b.scale
-	if a == nil || b == nil {
+	if a == nil && b == nil {
 		return Table{}, false
 	}
+	// A side that did not run shows as zeros and its notes say so.
+	skipped := func(x **scaleResult, key string) string {
+		if *x != nil {
+			return ""
+		}
+		*x = &scaleResult{calls: newRecorder(), listed: map[string]int{}, serverCPU: map[string]time.Duration{}, serverCalls: map[string]int{}}
+		return fmt.Sprintf("the scale round did not run on %s (-scale-sides %s)", key, r.cfg.ScaleSides)
+	}
+	var skipNotes []string
+	for _, n := range []string{skipped(&a, "A"), skipped(&b, "B")} {
+		if n != "" {
+			skipNotes = append(skipNotes, n)
+		}
+	}
 	t := Table{
-		Title: fmt.Sprintf("scale: %d pods with one container each per endpoint (requested %d), started and stopped at c=%d, %d rounds of the four read-only calls with all of them running",
-			b.pods, b.requested, r.cfg.Concurrency, r.cfg.ScaleQueries),
+		Title: fmt.Sprintf("scale: %d pods with one container each per endpoint (requested %d), started and stopped at c=%d, %d calls each of the list and status calls (a tenth as many stats) with all of them running",
+			max(a.pods, b.pods), r.cfg.ScalePods, r.cfg.Concurrency, r.cfg.ScaleQueries),
 		NameA: r.a.ep.Name, NameB: r.b.ep.Name,
 	}
 	t.Rows = append(t.Rows, ValueRow("pods started (container RUNNING)", "%.0f", float64(a.started), float64(b.started)))
 	for _, m := range scaleMeasures {
-		t.Rows = append(t.Rows, LatencyRow(fmt.Sprintf("%s with %d pods", m, b.pods), Summarize(a.calls.get(m)), Summarize(b.calls.get(m))))
+		t.Rows = append(t.Rows, LatencyRow(fmt.Sprintf("%s with %d pods", m, max(a.pods, b.pods)), Summarize(a.calls.get(m)), Summarize(b.calls.get(m))))
 	}
 	cpuPerCall := func(x *scaleResult, m string) float64 {
 		if x.serverCalls[m] == 0 {
@@ -377,6 +391,7 @@ func (r *Report) ScaleTable() (Table, bool) {
 		Name: "nothing left afterwards, B", Want: "0", Measured: left(b),
 		Met: b.leftoverPods+b.leftoverCtrs+b.leftoverShims+len(b.leaks) == 0,
 	})
+	t.Notes = append(t.Notes, skipNotes...)
 	for _, side := range []struct {
 		key string
 		x   *scaleResult
