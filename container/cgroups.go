@@ -6,20 +6,21 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/crishim/crishim/container/ocispec"
 	"github.com/crishim/crishim/internal/cgroup"
 )
 
 // cgroupCaps tells what a container's cgroup under the pod's cgroup parent
 // can take. Detected for every spec rather than once: the kubelet's QoS
 // cgroups, and the controllers enabled in them, come and go.
-func (m *Manager) cgroupCaps(parent string) cgroupCaps {
+func (m *Manager) cgroupCaps(parent string) ocispec.Cgroups {
 	dir, err := cgroup.ParentDir(m.cfg.CgroupDriver, parent)
 	if err != nil {
 		// A malformed parent fails at runc; the root's controllers are as
 		// good an answer as any until then.
 		dir = "/"
 	}
-	return cgroupCaps{v2: m.cgroupV2, hugetlb: cgroup.HugetlbUsable(dir)}
+	return ocispec.Cgroups{V2: m.cgroupV2, Hugetlb: cgroup.HugetlbUsable(dir)}
 }
 
 // cgroupParentOf recovers the pod's cgroup parent from a container spec

@@ -1,5 +1,6 @@
-// Package container creates and runs app containers inside pod sandboxes:
-// their OCI spec, their IO and CRI-format logs, exec.
+// Package container creates and runs app containers inside pod sandboxes,
+// composing their OCI spec (container/ocispec) and their stdio and CRI logs
+// (container/taskio) with containerd's records and tasks; exec and attach.
 package container
 
 import (
@@ -32,6 +33,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/crishim/crishim/container/ocispec"
+	"github.com/crishim/crishim/container/taskio"
 	"github.com/crishim/crishim/internal/cgroup"
 	"github.com/crishim/crishim/internal/events"
 	"github.com/crishim/crishim/internal/faultpoint"
@@ -125,8 +128,6 @@ type Manager struct {
 
 	// cpu keeps the previous CPU sample of each container for rates.
 	cpu *stats.Rates
-	// updateMu serialises resource updates.
-	updateMu sync.Mutex
 	// events receives lifecycle transitions; nil until SetPublisher.
 	events events.Publisher
 	// eventsOnce starts the follower of containerd's task events, which
@@ -135,36 +136,6 @@ type Manager struct {
 	stopEvents context.CancelFunc
 	// following is true while the task event stream is subscribed.
 	following atomic.Bool
-}
-
-// entry is the in-memory view of one container; status queries are
-// served from here, never from containerd.
-type entry struct {
-	id   string
-	rec  *crishimpb.ContainerRecord
-	cfg  *runtime.ContainerConfig
-	spec *specs.Spec
-
-	// exited is closed once the container's exit (or failed start) has
-	// been recorded.
-	exited chan struct{}
-
-	mu       sync.Mutex
-	state    runtime.ContainerState
-	status   *crishimpb.ContainerStatusRecord
-	pid      uint32
-	io       *taskIO
-	starting bool
-	// postStartErr is set when crishim kills the container because its
-	// postStart hook failed; it becomes the exit reason's message.
-	postStartErr string
-	// oomKilled is set by containerd's OOM event for the container.
-	oomKilled bool
-
-	// exitEvent is closed when containerd's exit event for the container's
-	// task arrives (oom.go).
-	exitEvent     chan struct{}
-	exitEventOnce sync.Once
 }
 
 // New returns a container manager; Recover must run before it serves requests.
@@ -289,7 +260,7 @@ func (m *Manager) create(ctx context.Context, id, podID string, cfg *runtime.Con
 		pod = sb.Config
 	}
 	if sb.Config == nil {
-		// Keep specOpts' view of the pod consistent with the request's.
+		// Keep ocispec's view of the pod consistent with the request's.
 		copied := *sb
 		copied.Config = pod
 		sb = &copied
@@ -317,7 +288,7 @@ func (m *Manager) create(ctx context.Context, id, podID string, cfg *runtime.Con
 	}
 
 	var targetPID uint32
-	if ns := namespaceOptions(cfg, pod); ns.GetPid() == runtime.NamespaceMode_TARGET {
+	if ns := ocispec.NamespaceOptions(cfg, pod); ns.GetPid() == runtime.NamespaceMode_TARGET {
 		target, err := m.get(ns.GetTargetId())
 		if err != nil {
 			return "", fmt.Errorf("pid namespace target: %w", err)
@@ -330,7 +301,7 @@ func (m *Manager) create(ctx context.Context, id, podID string, cfg *runtime.Con
 	}
 	imageName := m.images.Name(ctx, img, cfg.GetImage())
 	hostname, _ := os.Hostname()
-	opts, err := specOpts(specInput{
+	opts, err := ocispec.Opts(ocispec.Input{
 		ID: id, Config: cfg, Sandbox: sb, Image: img.Config, ImageName: imageName,
 		TargetPID: targetPID, OwnOOMScoreAdj: m.ownOOMScoreAdj, AllCaps: m.allCaps,
 		CgroupDriver: m.cfg.CgroupDriver, Cgroups: m.cgroupCaps(pod.GetLinux().GetCgroupParent()), Hostname: hostname,
@@ -402,8 +373,7 @@ func (m *Manager) create(ctx context.Context, id, podID string, cfg *runtime.Con
 		return "", err
 	}
 
-	e := &entry{id: id, rec: rec, cfg: cfg, spec: spec, exited: make(chan struct{}), exitEvent: make(chan struct{}),
-		state: runtime.ContainerState_CONTAINER_CREATED, status: status}
+	e := newEntry(id, rec, cfg, spec, status)
 	m.mu.Lock()
 	m.containers[id] = e
 	m.mu.Unlock()
@@ -439,19 +409,17 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	e.mu.Lock()
-	if e.state != runtime.ContainerState_CONTAINER_CREATED || e.starting {
-		state := e.state
-		e.mu.Unlock()
+	unlock, err := e.lockOp(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if e.removing() {
+		return fmt.Errorf("container %s is being removed: %w", e.id, errdefs.ErrNotFound)
+	}
+	if state := e.State(); state != runtime.ContainerState_CONTAINER_CREATED {
 		return fmt.Errorf("container %s is %s, not CREATED: %w", e.id, stateName(state), errdefs.ErrFailedPrecondition)
 	}
-	e.starting = true
-	e.mu.Unlock()
-	defer func() {
-		e.mu.Lock()
-		e.starting = false
-		e.mu.Unlock()
-	}()
 	log := m.log().WithFields(logrus.Fields{"pod": e.rec.SandboxId, "container": e.id})
 
 	if sb, err := m.sandboxes.Get(e.rec.SandboxId); err != nil {
@@ -465,7 +433,7 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("load container %s: %w", e.id, err)
 	}
-	tio, err := openTaskIO(fifoConfig(m.fifoDir(e.id), e.cfg.GetStdin(), e.cfg.GetTty()), e.rec.LogPath, log, m.cfg.ObserveLogDrop)
+	tio, err := taskio.Open(taskio.FIFOs(m.fifoDir(e.id), e.cfg.GetStdin(), e.cfg.GetTty()), e.rec.LogPath, log, m.cfg.ObserveLogDrop)
 	if err != nil {
 		m.recordStartFailure(e, err)
 		return fmt.Errorf("container %s output: %w", e.id, err)
@@ -475,7 +443,7 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	began := time.Now()
 	task, err := c.NewTask(ctx, func(string) (cio.IO, error) { return tio, nil })
 	if err != nil {
-		tio.shut()
+		tio.Shut()
 		m.recordStartFailure(e, err)
 		return fmt.Errorf("create task for container %s: %w", e.id, err)
 	}
@@ -486,44 +454,22 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		if _, derr := task.Delete(cctx, containerd.WithProcessKill); derr != nil && !errdefs.IsNotFound(derr) {
 			log.WithError(derr).Warn("delete task after failed start")
 		}
-		tio.shut()
+		tio.Shut()
 		m.recordStartFailure(e, err)
 		return fmt.Errorf("start container %s: %w", e.id, err)
 	}
 
-	e.mu.Lock()
-	e.state = runtime.ContainerState_CONTAINER_RUNNING
-	e.pid = task.Pid()
-	e.io = tio
-	e.status.StartedAt = time.Now().UnixNano()
-	st := proto.Clone(e.status).(*crishimpb.ContainerStatusRecord)
-	e.mu.Unlock()
-	// Published before the exit watcher runs, so STARTED precedes STOPPED.
-	m.publish(e, runtime.ContainerEventType_CONTAINER_STARTED_EVENT)
-	// The monitor persists the start: off the RPC's path, and always before
-	// the exit it records. A crash in between is covered by Recover, which
-	// finds the running task.
-	go m.monitor(e, task, st)
+	m.markRunning(e, task.Pid(), tio)
+	go m.monitor(e, task, true)
 	log.WithFields(logrus.Fields{"pid": task.Pid(), "task_created_after": created, "task_started_after": time.Since(began)}).Info("container started")
+	// The hook runs without the operation lock: a stop or removal must be
+	// able to cut it short.
+	unlock()
 	return m.postStart(e)
 }
 
 func (m *Manager) recordStartFailure(e *entry, cause error) {
-	e.mu.Lock()
-	e.state = runtime.ContainerState_CONTAINER_EXITED
-	now := time.Now().UnixNano()
-	if e.status.StartedAt == 0 {
-		e.status.StartedAt = now
-	}
-	e.status.FinishedAt = now
-	e.status.ExitCode = exitCodeStartError
-	e.status.Reason = ReasonStartError
-	e.status.Message = cause.Error()
-	st := proto.Clone(e.status).(*crishimpb.ContainerStatusRecord)
-	e.mu.Unlock()
-	m.persistStatus(e.id, st)
-	m.publish(e, runtime.ContainerEventType_CONTAINER_STOPPED_EVENT)
-	closeOnce(e.exited)
+	m.markExited(e, exitCodeStartError, time.Now(), ReasonStartError, cause.Error())
 }
 
 func closeOnce(ch chan struct{}) {
@@ -534,35 +480,11 @@ func closeOnce(ch chan struct{}) {
 	}
 }
 
-// persistStatus writes the status extension; a failure is logged only:
-// the in-memory state is right, and Recover re-derives exits from tasks.
-func (m *Manager) persistStatus(id string, st *crishimpb.ContainerStatusRecord) {
-	ctx, cancel := m.cleanupCtx()
-	defer cancel()
-	// One field-path update rather than load-then-replace: half the round
-	// trips on every start and exit, and nothing else in the record can be
-	// overwritten with a stale copy.
-	err := func() error {
-		a, err := typeurl.MarshalAny(st)
-		if err != nil {
-			return err
-		}
-		_, err = m.client.ContainerService().Update(ctx, containers.Container{
-			ID:         id,
-			Extensions: map[string]typeurl.Any{ExtensionStatus: a},
-		}, "extensions."+ExtensionStatus)
-		return err
-	}()
-	if err != nil && !errdefs.IsNotFound(err) {
-		m.log().WithError(err).WithField("container", id).Warn("persist container status")
-	}
-}
-
-// monitor persists started (when not nil), then waits for the task to
-// exit and records it.
-func (m *Manager) monitor(e *entry, task containerd.Task, started *crishimpb.ContainerStatusRecord) {
-	if started != nil {
-		m.persistStatus(e.id, started)
+// monitor persists the start (when persistStart), then waits for the
+// task to exit and records it.
+func (m *Manager) monitor(e *entry, task containerd.Task, persistStart bool) {
+	if persistStart {
+		m.persistStatus(e)
 	}
 	log := m.log().WithFields(logrus.Fields{"pod": e.rec.SandboxId, "container": e.id})
 	ctx := m.nsCtx(context.Background())
@@ -582,13 +504,14 @@ func (m *Manager) monitor(e *entry, task containerd.Task, started *crishimpb.Con
 }
 
 // finishExit deletes the exited task, closes the output once drained and
-// records the exit.
+// records the exit (once: a container already recorded exited keeps its
+// first exit).
 func (m *Manager) finishExit(ctx context.Context, e *entry, task containerd.Task, code uint32, exitedAt time.Time, reason, message string) {
 	e.mu.Lock()
 	tio := e.io
 	e.mu.Unlock()
 	if tio != nil {
-		tio.drain(2 * time.Second)
+		tio.Drain(2 * time.Second)
 	}
 	if task != nil {
 		dctx, cancel := context.WithTimeout(ctx, time.Minute)
@@ -605,28 +528,9 @@ func (m *Manager) finishExit(ctx context.Context, e *entry, task containerd.Task
 		cancel()
 	}
 	if tio != nil {
-		tio.shut()
+		tio.Shut()
 	}
-	if exitedAt.IsZero() {
-		exitedAt = time.Now()
-	}
-	e.mu.Lock()
-	e.state = runtime.ContainerState_CONTAINER_EXITED
-	e.io = nil
-	e.status.FinishedAt = exitedAt.UnixNano()
-	// StartedAt is taken when task.Start has returned, the exit time by
-	// the shim: a process that exits at once can beat the first, and a
-	// container must not finish before it started.
-	if e.status.FinishedAt < e.status.StartedAt {
-		e.status.FinishedAt = e.status.StartedAt
-	}
-	e.status.ExitCode = int32(code)
-	e.status.Reason, e.status.Message = exitReason(e, reason, message)
-	st := proto.Clone(e.status).(*crishimpb.ContainerStatusRecord)
-	e.mu.Unlock()
-	m.persistStatus(e.id, st)
-	m.publish(e, runtime.ContainerEventType_CONTAINER_STOPPED_EVENT)
-	closeOnce(e.exited)
+	m.markExited(e, int32(code), exitedAt, reason, message)
 }
 
 // taskSignaler delivers stop signals to a container's current task.
@@ -653,14 +557,18 @@ func (m *Manager) Stop(ctx context.Context, id string, timeout int64) error {
 	} else if err != nil {
 		return err
 	}
-	return m.stop(ctx, e, time.Duration(max(timeout, 0))*time.Second)
+	return m.stop(ctx, e, time.Duration(max(timeout, 0))*time.Second, false)
 }
 
-func (m *Manager) stop(ctx context.Context, e *entry, grace time.Duration) error {
-	e.mu.Lock()
-	state := e.state
-	e.mu.Unlock()
-	if state != runtime.ContainerState_CONTAINER_RUNNING {
+// stop stops e; haveOp says the caller holds e's operation lock, which an
+// UNKNOWN container is settled under first (see settleUnknown).
+func (m *Manager) stop(ctx context.Context, e *entry, grace time.Duration, haveOp bool) error {
+	if e.State() == runtime.ContainerState_CONTAINER_UNKNOWN {
+		if err := m.settle(ctx, e, haveOp); err != nil {
+			return fmt.Errorf("stop container %s: %w", e.id, err)
+		}
+	}
+	if e.State() != runtime.ContainerState_CONTAINER_RUNNING {
 		return nil
 	}
 	sig, err := lifecycle.ParseSignal(e.rec.StopSignal)
@@ -670,11 +578,25 @@ func (m *Manager) stop(ctx context.Context, e *entry, grace time.Duration) error
 	m.log().WithFields(logrus.Fields{"pod": e.rec.SandboxId, "container": e.id, "signal": signalName(sig), "grace": grace}).Info("stopping container")
 	if err := m.stopper.Stop(ctx, lifecycle.StopRequest{
 		ID: e.id, Process: taskSignaler{m: m, id: e.id}, Exited: e.exited, Signal: sig, Grace: grace,
-		PreStop: m.preStop(e),
+		PreStop: m.preStop(e), Gone: func() { m.taskGone(e) },
 	}); err != nil {
 		return fmt.Errorf("stop container %s: %w", e.id, err)
 	}
 	return nil
+}
+
+// taskGone is told by the stop loop that e's task is not there to signal.
+// A watched container's exit monitor records the exit (it is on its way);
+// an unwatched one would never exit, so its loss is recorded here.
+func (m *Manager) taskGone(e *entry) {
+	e.mu.Lock()
+	watched := e.watched
+	e.mu.Unlock()
+	if watched {
+		return
+	}
+	m.log().WithFields(logrus.Fields{"pod": e.rec.SandboxId, "container": e.id}).Warn("stopping a container whose task is gone and that nothing watches")
+	m.markExited(e, exitCodeUnknown, time.Time{}, ReasonUnknown, msgTaskLost)
 }
 
 // Remove deletes a container, stopping it first; absent is not an error.
@@ -685,32 +607,28 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	} else if err != nil {
 		return err
 	}
-	e.mu.Lock()
-	starting := e.starting
-	e.mu.Unlock()
-	if starting {
-		return fmt.Errorf("container %s is starting: %w", e.id, errdefs.ErrFailedPrecondition)
-	}
-	if err := m.stop(ctx, e, m.terminationGrace(e)); err != nil {
+	// Held to the end: no Start or update can come between the stop and
+	// the removal.
+	unlock, err := e.lockOp(ctx)
+	if err != nil {
 		return err
 	}
-	e.mu.Lock()
-	e.status.Removing = true
-	st := proto.Clone(e.status).(*crishimpb.ContainerStatusRecord)
-	e.mu.Unlock()
-	m.persistStatus(e.id, st)
+	defer unlock()
+	if m.lookup(e.id) != e {
+		return nil // removed while this call waited for the lock
+	}
+	if err := m.stop(ctx, e, m.terminationGrace(e), true); err != nil {
+		return err
+	}
+	m.markRemoving(e)
 
 	cctx, cancel := m.cleanupCtx()
 	defer cancel()
 	if err := m.deleteContainer(cctx, e.id); err != nil {
 		return fmt.Errorf("remove container %s: %w", e.id, err)
 	}
-	m.mu.Lock()
-	delete(m.containers, e.id)
-	m.mu.Unlock()
-	m.names.Release(e.rec.Name, e.id)
+	m.markRemoved(e)
 	m.log().WithFields(logrus.Fields{"pod": e.rec.SandboxId, "container": e.id}).Info("container removed")
-	m.publish(e, runtime.ContainerEventType_CONTAINER_DELETED_EVENT)
 	return nil
 }
 
@@ -781,7 +699,7 @@ func (m *Manager) StopPod(ctx context.Context, podID string) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = m.stop(ctx, e, m.terminationGrace(e))
+			errs[i] = m.stop(ctx, e, m.terminationGrace(e), false)
 		}()
 	}
 	wg.Wait()
@@ -801,7 +719,7 @@ func (m *Manager) RemovePod(ctx context.Context, podID string) error {
 
 // runningIO returns a running container with its IO; attaching to or
 // reopening the log of anything else is a FailedPrecondition.
-func (m *Manager) runningIO(id string) (*entry, *taskIO, error) {
+func (m *Manager) runningIO(id string) (*entry, *taskio.IO, error) {
 	e, err := m.get(id)
 	if err != nil {
 		return nil, nil, err
@@ -823,7 +741,7 @@ func (m *Manager) ReopenLog(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	return tio.sink.Reopen()
+	return tio.ReopenLog()
 }
 
 // SubscribeOutput registers fn for the live output of a running
@@ -838,5 +756,5 @@ func (m *Manager) SubscribeOutput(id string, fn func(stream string, p []byte)) (
 	if e.io == nil {
 		return nil, fmt.Errorf("container %s is not running: %w", e.id, errdefs.ErrFailedPrecondition)
 	}
-	return e.io.sink.Subscribe(fn), nil
+	return e.io.Subscribe(fn), nil
 }

@@ -324,6 +324,36 @@ func TestContainerdExecAndStop(t *testing.T) {
 	}
 }
 
+// logEntry is one line of a CRI log file.
+type logEntry struct {
+	stream, tag, msg string
+}
+
+// readLog parses the CRI log file at path, failing the test on a line
+// that is not "<RFC3339Nano time> <stream> <tag> <message>".
+func readLog(t *testing.T, path string) []logEntry {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []logEntry
+	for _, line := range strings.Split(strings.TrimSuffix(string(data), "\n"), "\n") {
+		if line == "" {
+			continue
+		}
+		parts := strings.SplitN(line, " ", 4)
+		if len(parts) != 4 {
+			t.Fatalf("malformed log line %q", line)
+		}
+		if _, err := time.Parse(time.RFC3339Nano, parts[0]); err != nil {
+			t.Fatalf("bad timestamp in %q: %v", line, err)
+		}
+		out = append(out, logEntry{stream: parts[1], tag: parts[2], msg: parts[3]})
+	}
+	return out
+}
+
 func waitUntil(t *testing.T, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)

@@ -6,6 +6,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"math"
 	"path/filepath"
 	"sync"
 	"syscall"
@@ -22,6 +24,27 @@ import (
 // maxExecOutput bounds what ExecSync keeps of each stream; the rest is
 // read and dropped so the process never blocks on a full pipe.
 const maxExecOutput = 16 << 20
+
+// execOverrun bounds how long an exec takes beyond its timeout, or beyond
+// its client's departure: the kubelet counts on the timeout, and a command
+// that ignores its kill or leaves a child holding its output must not hold
+// the RPC or the session for long.
+const execOverrun = time.Second
+
+// execIOWait bounds the wait for the output of a command without a
+// timeout after it exited.
+const execIOWait = 5 * time.Second
+
+// initialSizeWait is how long a TTY exec waits for the client's terminal
+// size before starting without one.
+const initialSizeWait = 500 * time.Millisecond
+
+// ExitError is an exec'd command that ran and exited non-zero.
+type ExitError struct {
+	Code int
+}
+
+func (e *ExitError) Error() string { return fmt.Sprintf("command exited with code %d", e.Code) }
 
 // cappedBuffer keeps the first max bytes written to it.
 type cappedBuffer struct {
@@ -50,28 +73,128 @@ func (b *cappedBuffer) Bytes() []byte {
 	return append([]byte(nil), b.buf.Bytes()...)
 }
 
+func (b *cappedBuffer) Truncated() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.truncated
+}
+
 // ExecSync runs cmd in a running container, killing it after timeout seconds (0: none).
 // A timeout returns an error wrapping context.DeadlineExceeded, which
 // errdefs.ToGRPC maps to codes.DeadlineExceeded as the kubelet expects.
 func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout int64) (*runtime.ExecSyncResponse, error) {
-	if len(cmd) == 0 {
-		return nil, fmt.Errorf("exec needs a command: %w", errdefs.ErrInvalidArgument)
-	}
-	ctx = m.nsCtx(ctx)
-	e, task, err := m.execTarget(ctx, id)
+	stdout := &cappedBuffer{max: maxExecOutput}
+	stderr := &cappedBuffer{max: maxExecOutput}
+	res, err := m.exec(ctx, id, execRequest{
+		rpc: "ExecSync", cmd: cmd, streams: Streams{Stdout: stdout, Stderr: stderr},
+		timeout: execTimeout(timeout),
+	})
 	if err != nil {
 		return nil, err
 	}
-	log := m.log().WithFields(logrus.Fields{"pod": e.rec.SandboxId, "container": e.id})
-
-	stdout := &cappedBuffer{max: maxExecOutput}
-	stderr := &cappedBuffer{max: maxExecOutput}
-	creator := cio.NewCreator(cio.WithStreams(nil, stdout, stderr), cio.WithFIFODir(m.execFIFODir(e.id)))
-	process, err := task.Exec(ctx, newExecID(), execSpec(e.currentSpec().Process, cmd, false), creator)
-	if err != nil {
-		return nil, fmt.Errorf("exec in container %s: %w", e.id, err)
+	if stdout.Truncated() || stderr.Truncated() {
+		res.log.WithField("limit_bytes", maxExecOutput).Warn("exec output truncated")
 	}
-	// Whatever happens from here, the exec process and its FIFOs go away.
+	return &runtime.ExecSyncResponse{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), ExitCode: int32(res.code)}, nil
+}
+
+// execTimeout is ExecSync's timeout in seconds as a duration. Beyond what
+// a time.Duration holds (about 292 years) it would wrap around, to a
+// deadline already past for math.MaxInt64: that long is no timeout.
+func execTimeout(seconds int64) time.Duration {
+	if seconds <= 0 || seconds > int64(math.MaxInt64/time.Second) {
+		return 0
+	}
+	return time.Duration(seconds) * time.Second
+}
+
+// Exec runs cmd in a running container wired to the client's streams and
+// returns when it exits: nil for exit code 0, an *ExitError for any other.
+// When ctx ends first (the client went away) the process is killed. The
+// process and its FIFOs are removed in every case.
+func (m *Manager) Exec(ctx context.Context, id string, cmd []string, s Streams) error {
+	res, err := m.exec(ctx, id, execRequest{rpc: "Exec", cmd: cmd, streams: s})
+	if err != nil {
+		return err
+	}
+	if res.code != 0 {
+		return &ExitError{Code: res.code}
+	}
+	return nil
+}
+
+// execRequest is one command for exec to run.
+type execRequest struct {
+	// rpc names the request in logs.
+	rpc string
+	cmd []string
+	// streams are the process's. A nil Stdin gives it none; output to a
+	// nil writer is dropped.
+	streams Streams
+	// timeout, when not zero, is when the command is killed and exec
+	// fails with context.DeadlineExceeded.
+	timeout time.Duration
+}
+
+// execResult is how an exec'd command ended.
+type execResult struct {
+	code int
+	// log has the exec's pod, container and rpc.
+	log *logrus.Entry
+}
+
+// exec is the one exec path of ExecSync and Exec: it resolves a running
+// container, runs cmd there as a new process with the container's own
+// process settings, feeds it req.streams (stdin's end closes the process's
+// stdin; terminal resizes follow) and returns its exit code once its
+// output is copied.
+//
+// When the timeout or ctx ends first, the process is killed and exec
+// returns within execOverrun. A command that exits but leaves a child
+// holding its output gets execIOWait (less when the timeout is nearer) for
+// the output, then what arrived is the output. The process and its FIFOs
+// are removed in every case: before exec returns, or in the background
+// when the process or its output is not done with by then.
+func (m *Manager) exec(ctx context.Context, id string, req execRequest) (execResult, error) {
+	if len(req.cmd) == 0 {
+		return execResult{}, fmt.Errorf("exec needs a command: %w", errdefs.ErrInvalidArgument)
+	}
+	ctx = m.nsCtx(ctx)
+	e, task, base, err := m.execTarget(ctx, id)
+	if err != nil {
+		return execResult{}, err
+	}
+	log := m.log().WithFields(logrus.Fields{"pod": e.rec.SandboxId, "container": e.id, "rpc": req.rpc})
+	res := execResult{log: log}
+	s := req.streams
+
+	var stdin io.Reader
+	stdinEnded := make(chan struct{})
+	if s.Stdin != nil {
+		stdin = &endNotifier{r: s.Stdin, ended: stdinEnded}
+	}
+	// The shim wants somewhere to put both outputs even when the client
+	// wants neither.
+	stdout, stderr := s.Stdout, s.Stderr
+	if stdout == nil {
+		stdout = io.Discard
+	}
+	if stderr == nil && !s.TTY {
+		stderr = io.Discard
+	}
+	opts := []cio.Opt{cio.WithStreams(stdin, stdout, stderr), cio.WithFIFODir(m.execFIFODir(e.id))}
+	if s.TTY {
+		opts = append(opts, cio.WithTerminal)
+	}
+	pspec := execSpec(base, req.cmd, s.TTY)
+	if s.TTY && s.Resize != nil {
+		pspec.ConsoleSize = initialSize(ctx, s.Resize)
+	}
+	process, err := task.Exec(ctx, newExecID(), pspec, cio.NewCreator(opts...))
+	if err != nil {
+		return execResult{}, fmt.Errorf("exec in container %s: %w", e.id, err)
+	}
+	// Whatever happens from here, the process and its FIFOs go away.
 	abandoned := false
 	defer func() {
 		if !abandoned {
@@ -80,17 +203,50 @@ func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout
 	}()
 	exitCh, err := process.Wait(m.nsCtx(context.Background()))
 	if err != nil {
-		return nil, fmt.Errorf("wait for exec in container %s: %w", e.id, err)
+		return execResult{}, fmt.Errorf("wait for exec in container %s: %w", e.id, err)
 	}
 	if err := process.Start(ctx); err != nil {
-		return nil, fmt.Errorf("start exec in container %s: %w", e.id, err)
+		return execResult{}, fmt.Errorf("start exec in container %s: %w", e.id, err)
+	}
+
+	// The helpers end before the process is deleted (deferred above).
+	done := make(chan struct{})
+	var helpers sync.WaitGroup
+	defer helpers.Wait()
+	defer close(done)
+	if stdin != nil {
+		helpers.Add(1)
+		go func() {
+			defer helpers.Done()
+			select {
+			case <-stdinEnded:
+			case <-done:
+				return
+			}
+			// The client's EOF reaches the process only once the shim lets
+			// go of its own end of the stdin FIFO.
+			cctx, cancel := m.cleanupCtx()
+			defer cancel()
+			if err := process.CloseIO(cctx, containerd.WithStdinCloser); err != nil && !errdefs.IsNotFound(err) {
+				log.WithError(err).Debug("close exec stdin")
+			}
+		}()
+	}
+	if s.TTY && s.Resize != nil {
+		helpers.Add(1)
+		go func() {
+			defer helpers.Done()
+			forwardResize(done, s.Resize, func(size TerminalSize) error {
+				return process.Resize(ctx, uint32(size.Width), uint32(size.Height))
+			}, log)
+		}()
 	}
 
 	var expired <-chan time.Time
 	var deadline time.Time
-	if timeout > 0 {
-		deadline = time.Now().Add(time.Duration(timeout) * time.Second)
-		timer := time.NewTimer(time.Until(deadline))
+	if req.timeout > 0 {
+		deadline = time.Now().Add(req.timeout)
+		timer := time.NewTimer(req.timeout)
 		defer timer.Stop()
 		expired = timer.C
 	}
@@ -98,9 +254,11 @@ func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout
 	case st := <-exitCh:
 		code, _, err := st.Result()
 		if err != nil {
-			return nil, fmt.Errorf("wait for exec in container %s: %w", e.id, err)
+			return execResult{}, fmt.Errorf("wait for exec in container %s: %w", e.id, err)
 		}
-		// A child of the command may hold its stdout open for good; what
+		res.code = int(code)
+		// Everything the process wrote reaches the client before the
+		// status, unless a child of the command holds its output open: what
 		// it has written by the deadline (or within execIOWait) is the
 		// output.
 		ioWait := execIOWait
@@ -108,50 +266,47 @@ func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout
 			ioWait = min(ioWait, max(time.Until(deadline), 0)+execOverrun)
 		}
 		if !waitIO(process.IO(), ioWait) {
-			// The shim, too, waits for the output when deleting the
-			// process: that is left to the background.
 			log.Warn("exec output still open after the command exited; returning what it wrote")
 			abandoned = true
-			process.IO().Cancel()
-			process.IO().Close()
-			go m.reapExec(process, log)
+			m.abandonExec(process, log)
 		}
-		if stdout.truncated || stderr.truncated {
-			log.Warn("exec output truncated")
-		}
-		return &runtime.ExecSyncResponse{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), ExitCode: int32(code)}, nil
+		return res, nil
 	case <-expired:
 		abandoned = true
-		m.abandonExec(process, exitCh, log)
-		return nil, fmt.Errorf("command %q in container %s timed out after %ds: %w", cmd, e.id, timeout, context.DeadlineExceeded)
+		m.killExec(process, exitCh, log)
+		m.abandonExec(process, log)
+		return execResult{}, fmt.Errorf("command %q in container %s timed out after %s: %w", req.cmd, e.id, req.timeout, context.DeadlineExceeded)
 	case <-ctx.Done():
 		abandoned = true
-		m.abandonExec(process, exitCh, log)
-		return nil, fmt.Errorf("exec in container %s: %w", e.id, ctx.Err())
+		m.killExec(process, exitCh, log)
+		m.abandonExec(process, log)
+		return execResult{}, fmt.Errorf("exec in container %s: %w", e.id, ctx.Err())
 	}
 }
 
-// execTarget resolves a running container and its task for an exec.
-func (m *Manager) execTarget(ctx context.Context, id string) (*entry, containerd.Task, error) {
+// execTarget resolves a running container, its task and the process spec
+// an exec starts from.
+func (m *Manager) execTarget(ctx context.Context, id string) (*entry, containerd.Task, *specs.Process, error) {
 	e, err := m.get(id)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	e.mu.Lock()
 	running := e.state == runtime.ContainerState_CONTAINER_RUNNING
 	e.mu.Unlock()
-	if !running || e.currentSpec() == nil || e.currentSpec().Process == nil {
-		return nil, nil, fmt.Errorf("container %s is not running: %w", e.id, errdefs.ErrFailedPrecondition)
+	spec := e.currentSpec()
+	if !running || spec == nil || spec.Process == nil {
+		return nil, nil, nil, fmt.Errorf("container %s is not running: %w", e.id, errdefs.ErrFailedPrecondition)
 	}
 	c, err := m.client.LoadContainer(ctx, e.id)
 	if err != nil {
-		return nil, nil, fmt.Errorf("load container %s: %w", e.id, err)
+		return nil, nil, nil, fmt.Errorf("load container %s: %w", e.id, err)
 	}
 	task, err := c.Task(ctx, nil)
 	if err != nil {
-		return nil, nil, fmt.Errorf("task of container %s: %w", e.id, err)
+		return nil, nil, nil, fmt.Errorf("task of container %s: %w", e.id, err)
 	}
-	return e, task, nil
+	return e, task, spec.Process, nil
 }
 
 // execSpec is the container's own process (user, env, cwd, capabilities,
@@ -164,6 +319,39 @@ func execSpec(base *specs.Process, cmd []string, tty bool) *specs.Process {
 	return &p
 }
 
+// endNotifier closes ended when its reader reports EOF or an error: the
+// moment the client's stdin is over.
+type endNotifier struct {
+	r     io.Reader
+	ended chan struct{}
+	once  sync.Once
+}
+
+func (n *endNotifier) Read(p []byte) (int, error) {
+	c, err := n.r.Read(p)
+	if err != nil {
+		n.once.Do(func() { close(n.ended) })
+	}
+	return c, err
+}
+
+// initialSize waits up to initialSizeWait for the client's terminal size.
+// Clients send it as soon as the session opens; starting with it spares
+// the command a 0x0 terminal.
+func initialSize(ctx context.Context, sizes <-chan TerminalSize) *specs.Box {
+	timer := time.NewTimer(initialSizeWait)
+	defer timer.Stop()
+	select {
+	case size, ok := <-sizes:
+		if ok && size.Width > 0 && size.Height > 0 {
+			return &specs.Box{Width: uint(size.Width), Height: uint(size.Height)}
+		}
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	return nil
+}
+
 func newExecID() string {
 	b := make([]byte, 16)
 	rand.Read(b) //nolint:errcheck // never fails on Linux
@@ -173,15 +361,6 @@ func newExecID() string {
 // execFIFODir holds the FIFOs of a container's exec processes; cio
 // removes each process's own FIFOs when the process is deleted.
 func (m *Manager) execFIFODir(id string) string { return filepath.Join(m.fifoDir(id), "exec") }
-
-// execOverrun bounds how long ExecSync takes beyond its timeout: the
-// kubelet counts on the timeout, and a command that ignores its kill or
-// leaves a child holding its output must not hold the RPC for long.
-const execOverrun = time.Second
-
-// execIOWait bounds the wait for the output of a command without a
-// timeout after it exited.
-const execIOWait = 5 * time.Second
 
 // reapExec deletes an exec process and its FIFOs once its output has been
 // read: what is still open (a child holding stdout) is cut off.
@@ -209,11 +388,11 @@ func (m *Manager) killExec(process containerd.Process, exitCh <-chan containerd.
 	}
 }
 
-// abandonExec kills a timed-out or cancelled exec process, drops its
-// output and leaves its deletion to the background: the deletion waits for
-// the exit, which a process stuck in the kernel may not give soon.
-func (m *Manager) abandonExec(process containerd.Process, exitCh <-chan containerd.ExitStatus, log *logrus.Entry) {
-	m.killExec(process, exitCh, log)
+// abandonExec drops an exec process's output and leaves its deletion to
+// the background: the shim's delete waits for the exit, which a process
+// stuck in the kernel may not give soon, and for the output, which a child
+// of the command may hold open.
+func (m *Manager) abandonExec(process containerd.Process, log *logrus.Entry) {
 	process.IO().Cancel()
 	process.IO().Close()
 	go m.reapExec(process, log)

@@ -127,13 +127,11 @@ func (m *Manager) postStart(e *entry) error {
 		return fmt.Errorf("container %s is being stopped during its postStart hook: %w", e.id, errors.Join(err, errdefs.ErrFailedPrecondition))
 	}
 	msg := err.Error()
-	e.mu.Lock()
-	e.postStartErr = msg
-	e.mu.Unlock()
+	m.markPostStartFailed(e, msg)
 	m.log().WithFields(logrus.Fields{"pod": e.rec.SandboxId, "container": e.id}).Warn("killing the container: its postStart hook failed")
 	sctx, scancel := context.WithTimeout(context.Background(), hk.Grace+lifecycle.MinGraceAfterPreStop+time.Minute)
 	defer scancel()
-	if serr := m.stop(sctx, e, hk.Grace); serr != nil {
+	if serr := m.stop(sctx, e, hk.Grace, false); serr != nil {
 		return fmt.Errorf("container %s: %s; and stopping it: %v", e.id, msg, serr)
 	}
 	return fmt.Errorf("container %s: %s", e.id, msg)

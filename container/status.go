@@ -47,6 +47,9 @@ func (m *Manager) Status(ctx context.Context, id string, verbose bool) (*runtime
 		Message:    e.status.GetMessage(),
 		Removing:   e.status.GetRemoving(),
 	}
+	if state == runtime.ContainerState_CONTAINER_UNKNOWN {
+		status.Reason, status.Message = e.unknownReason, e.unknownMessage
+	}
 	e.mu.Unlock()
 
 	out := &runtime.ContainerStatus{

@@ -3,16 +3,15 @@ package container
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"sync"
 	"time"
 
 	"github.com/containerd/containerd"
-	"github.com/containerd/containerd/cio"
 	"github.com/containerd/containerd/errdefs"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
+
+	"github.com/crishim/crishim/container/taskio"
 )
 
 // TerminalSize is a client terminal's size in character cells.
@@ -32,127 +31,8 @@ type Streams struct {
 	Resize <-chan TerminalSize
 }
 
-// ExitError is an exec'd command that ran and exited non-zero.
-type ExitError struct {
-	Code int
-}
-
-func (e *ExitError) Error() string { return fmt.Sprintf("command exited with code %d", e.Code) }
-
-// initialSizeWait is how long a TTY exec waits for the client's terminal
-// size before starting without one.
-const initialSizeWait = 500 * time.Millisecond
-
 // attachBacklog bounds the output queued for one slow attach client.
 const attachBacklog = 4 << 20
-
-// Exec runs cmd in a running container wired to the client's streams and
-// returns when it exits: nil for exit code 0, an *ExitError for any other.
-// When ctx ends first (the client went away) the process is killed. The
-// process and its FIFOs are removed in every case.
-func (m *Manager) Exec(ctx context.Context, id string, cmd []string, s Streams) error {
-	if len(cmd) == 0 {
-		return fmt.Errorf("exec needs a command: %w", errdefs.ErrInvalidArgument)
-	}
-	ctx = m.nsCtx(ctx)
-	e, task, err := m.execTarget(ctx, id)
-	if err != nil {
-		return err
-	}
-	log := m.log().WithFields(logrus.Fields{"pod": e.rec.SandboxId, "container": e.id})
-
-	var stdin io.Reader
-	stdinEnded := make(chan struct{})
-	if s.Stdin != nil {
-		stdin = &endNotifier{r: s.Stdin, ended: stdinEnded}
-	}
-	// The shim wants somewhere to put both outputs even when the client
-	// wants neither.
-	stdout, stderr := s.Stdout, s.Stderr
-	if stdout == nil {
-		stdout = io.Discard
-	}
-	if stderr == nil && !s.TTY {
-		stderr = io.Discard
-	}
-	opts := []cio.Opt{cio.WithStreams(stdin, stdout, stderr), cio.WithFIFODir(m.execFIFODir(e.id))}
-	if s.TTY {
-		opts = append(opts, cio.WithTerminal)
-	}
-	pspec := execSpec(e.currentSpec().Process, cmd, s.TTY)
-	if s.TTY && s.Resize != nil {
-		// Clients send their terminal's size as soon as the session opens;
-		// starting with it spares the command a 0x0 terminal.
-		select {
-		case size, ok := <-s.Resize:
-			if ok && size.Width > 0 && size.Height > 0 {
-				pspec.ConsoleSize = &specs.Box{Width: uint(size.Width), Height: uint(size.Height)}
-			}
-		case <-time.After(initialSizeWait):
-		}
-	}
-	process, err := task.Exec(ctx, newExecID(), pspec, cio.NewCreator(opts...))
-	if err != nil {
-		return fmt.Errorf("exec in container %s: %w", e.id, err)
-	}
-	defer m.reapExec(process, log)
-	exitCh, err := process.Wait(m.nsCtx(context.Background()))
-	if err != nil {
-		return fmt.Errorf("wait for exec in container %s: %w", e.id, err)
-	}
-	if err := process.Start(ctx); err != nil {
-		return fmt.Errorf("start exec in container %s: %w", e.id, err)
-	}
-
-	done := make(chan struct{})
-	var helpers sync.WaitGroup
-	defer helpers.Wait()
-	defer close(done)
-	if stdin != nil {
-		helpers.Add(1)
-		go func() {
-			defer helpers.Done()
-			select {
-			case <-stdinEnded:
-			case <-done:
-				return
-			}
-			// The client's EOF reaches the process only once the shim lets
-			// go of its own end of the stdin FIFO.
-			cctx, cancel := m.cleanupCtx()
-			defer cancel()
-			if err := process.CloseIO(cctx, containerd.WithStdinCloser); err != nil && !errdefs.IsNotFound(err) {
-				log.WithError(err).Debug("close exec stdin")
-			}
-		}()
-	}
-	if s.TTY && s.Resize != nil {
-		helpers.Add(1)
-		go func() {
-			defer helpers.Done()
-			forwardResize(done, s.Resize, func(size TerminalSize) error {
-				return process.Resize(ctx, uint32(size.Width), uint32(size.Height))
-			}, log)
-		}()
-	}
-
-	select {
-	case st := <-exitCh:
-		code, _, err := st.Result()
-		if err != nil {
-			return fmt.Errorf("wait for exec in container %s: %w", e.id, err)
-		}
-		// Everything the process wrote reaches the client before the status.
-		waitIO(process.IO(), 5*time.Second)
-		if code != 0 {
-			return &ExitError{Code: int(code)}
-		}
-		return nil
-	case <-ctx.Done():
-		m.killExec(process, exitCh, log)
-		return fmt.Errorf("exec in container %s: %w", e.id, ctx.Err())
-	}
-}
 
 // Attach connects the client's streams to a running container's main
 // process: its live output (the log file keeps receiving it too), its
@@ -178,7 +58,7 @@ func (m *Manager) Attach(ctx context.Context, id string, s Streams) error {
 
 	done := make(chan struct{})
 	defer close(done)
-	if s.Stdin != nil && e.cfg.GetStdin() && tio.pipes.Stdin != nil {
+	if s.Stdin != nil && e.cfg.GetStdin() && tio.HasStdin() {
 		go m.feedStdin(e, tio, s.Stdin, log)
 	}
 	if s.TTY && s.Resize != nil && e.cfg.GetTty() {
@@ -213,15 +93,14 @@ func (m *Manager) Attach(ctx context.Context, id string, s Streams) error {
 // feedStdin copies an attach client's input into the container's stdin.
 // It may outlive the attach while a write blocks on a container that does
 // not read; the container's exit closes the FIFO and ends it.
-func (m *Manager) feedStdin(e *entry, tio *taskIO, in io.Reader, log *logrus.Entry) {
-	_, err := io.Copy(stdinWriter{tio}, in)
-	if err != nil && !errors.Is(err, errStdinClosed) {
+func (m *Manager) feedStdin(e *entry, tio *taskio.IO, in io.Reader, log *logrus.Entry) {
+	_, err := io.Copy(tio.Stdin(), in)
+	if err != nil && !errors.Is(err, taskio.ErrStdinClosed) {
 		log.WithError(err).Debug("attach stdin copy ended")
 	}
-	if !e.cfg.GetStdinOnce() || !tio.stdinClosed.CompareAndSwap(false, true) {
+	if !e.cfg.GetStdinOnce() || !tio.CloseStdin() {
 		return
 	}
-	tio.pipes.Stdin.Close()
 	ctx, cancel := m.cleanupCtx()
 	defer cancel()
 	c, err := m.client.LoadContainer(ctx, e.id)
@@ -236,18 +115,6 @@ func (m *Manager) feedStdin(e *entry, tio *taskIO, in io.Reader, log *logrus.Ent
 		return
 	}
 	log.Debug("closed container stdin after the attach (stdin_once)")
-}
-
-var errStdinClosed = errors.New("container stdin is closed")
-
-// stdinWriter writes to a container's stdin FIFO until stdin_once closed it.
-type stdinWriter struct{ tio *taskIO }
-
-func (w stdinWriter) Write(p []byte) (int, error) {
-	if w.tio.stdinClosed.Load() {
-		return 0, errStdinClosed
-	}
-	return w.tio.pipes.Stdin.Write(p)
 }
 
 // resizeTask sets the terminal size of a container's main process.
@@ -283,22 +150,6 @@ func forwardResize(done <-chan struct{}, sizes <-chan TerminalSize, apply func(T
 			}
 		}
 	}
-}
-
-// endNotifier closes ended when its reader reports EOF or an error: the
-// moment the client's stdin is over.
-type endNotifier struct {
-	r     io.Reader
-	ended chan struct{}
-	once  sync.Once
-}
-
-func (n *endNotifier) Read(p []byte) (int, error) {
-	c, err := n.r.Read(p)
-	if err != nil {
-		n.once.Do(func() { close(n.ended) })
-	}
-	return c, err
 }
 
 type outputChunk struct {
@@ -385,7 +236,7 @@ func (q *outputQueue) deliver(stdout, stderr io.Writer, log *logrus.Entry) error
 		}
 		for _, c := range chunks {
 			w := stdout
-			if c.stream == streamStderr {
+			if c.stream == taskio.Stderr {
 				w = stderr
 			}
 			if w == nil {

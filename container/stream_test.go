@@ -11,6 +11,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
+
+	"github.com/crishim/crishim/container/taskio"
 )
 
 // syncBuffer is a bytes.Buffer safe for one writer and a polling reader.
@@ -40,12 +42,12 @@ func TestOutputQueueDeliversInOrderPerStream(t *testing.T) {
 	go func() { done <- q.deliver(&stdout, &stderr, testLog) }()
 
 	buf := []byte("out1\n")
-	q.push(streamStdout, buf)
+	q.push(taskio.Stdout, buf)
 	copy(buf, "XXXX\n") // the publisher reuses its buffer: the queue must have copied
-	q.push(streamStderr, []byte("err1\n"))
-	q.push(streamStdout, []byte("out2\n"))
+	q.push(taskio.Stderr, []byte("err1\n"))
+	q.push(taskio.Stdout, []byte("out2\n"))
 	q.close()
-	q.push(streamStdout, []byte("after close\n"))
+	q.push(taskio.Stdout, []byte("after close\n"))
 	if err := <-done; err != nil {
 		t.Fatalf("deliver: %v", err)
 	}
@@ -59,9 +61,9 @@ func TestOutputQueueDeliversInOrderPerStream(t *testing.T) {
 
 func TestOutputQueueDropsBeyondLimitWithoutBlocking(t *testing.T) {
 	q := newOutputQueue(10)
-	q.push(streamStdout, []byte("12345678"))
-	q.push(streamStdout, []byte("abcdef")) // would exceed 10: dropped
-	q.push(streamStdout, []byte("90"))
+	q.push(taskio.Stdout, []byte("12345678"))
+	q.push(taskio.Stdout, []byte("abcdef")) // would exceed 10: dropped
+	q.push(taskio.Stdout, []byte("90"))
 	q.close()
 	var out bytes.Buffer
 	if err := q.deliver(&out, nil, testLog); err != nil {
@@ -74,8 +76,8 @@ func TestOutputQueueDropsBeyondLimitWithoutBlocking(t *testing.T) {
 
 func TestOutputQueueDiscardsUnrequestedStream(t *testing.T) {
 	q := newOutputQueue(100)
-	q.push(streamStderr, []byte("nobody wants this"))
-	q.push(streamStdout, []byte("wanted"))
+	q.push(taskio.Stderr, []byte("nobody wants this"))
+	q.push(taskio.Stdout, []byte("wanted"))
 	q.close()
 	var out bytes.Buffer
 	if err := q.deliver(&out, nil, testLog); err != nil {
@@ -92,7 +94,7 @@ func (failingWriter) Write([]byte) (int, error) { return 0, io.ErrClosedPipe }
 
 func TestOutputQueueStopsOnWriteError(t *testing.T) {
 	q := newOutputQueue(100)
-	q.push(streamStdout, []byte("x"))
+	q.push(taskio.Stdout, []byte("x"))
 	err := q.deliver(failingWriter{}, nil, testLog)
 	if !errors.Is(err, io.ErrClosedPipe) {
 		t.Errorf("deliver to a gone client: %v, want its write error", err)
@@ -109,7 +111,7 @@ func TestOutputQueueWaitsForData(t *testing.T) {
 		t.Fatalf("deliver returned %v on an open, empty queue", err)
 	default:
 	}
-	q.push(streamStdout, []byte("late"))
+	q.push(taskio.Stdout, []byte("late"))
 	deadline := time.Now().Add(5 * time.Second)
 	for out.String() != "late" {
 		if time.Now().After(deadline) {

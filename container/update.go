@@ -12,6 +12,8 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crishim/crishim/container/ocispec"
 )
 
 // currentSpec is the container's OCI spec as last created or updated.
@@ -34,9 +36,13 @@ func (m *Manager) UpdateResources(ctx context.Context, id string, r *runtime.Lin
 	if err != nil {
 		return err
 	}
-	// Two concurrent updates would persist one spec and apply the other.
-	m.updateMu.Lock()
-	defer m.updateMu.Unlock()
+	// Two concurrent updates would persist one spec and apply the other;
+	// a removal must not come between the check and the update.
+	unlock, err := e.lockOp(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 
 	e.mu.Lock()
 	state, old := e.state, e.spec
@@ -90,7 +96,7 @@ func (m *Manager) updateTask(ctx context.Context, c containerd.Container, res *s
 // withUpdatedResources returns a copy of spec with r's limits. Fields r
 // leaves zero keep their value, as containerd's CRI does: the kubelet
 // always sends the whole set it wants.
-func withUpdatedResources(spec *specs.Spec, r *runtime.LinuxContainerResources, ownOOM int, caps cgroupCaps) (*specs.Spec, error) {
+func withUpdatedResources(spec *specs.Spec, r *runtime.LinuxContainerResources, ownOOM int, caps ocispec.Cgroups) (*specs.Spec, error) {
 	if spec == nil {
 		return nil, fmt.Errorf("container has no spec: %w", errdefs.ErrFailedPrecondition)
 	}
@@ -118,7 +124,7 @@ func withUpdatedResources(spec *specs.Spec, r *runtime.LinuxContainerResources, 
 		// Replaced as a whole, not appended to.
 		old.HugepageLimits = nil
 	}
-	if err := withResources(r, ownOOM, caps)(context.Background(), nil, nil, out); err != nil {
+	if err := ocispec.WithResources(r, ownOOM, caps)(context.Background(), nil, nil, out); err != nil {
 		return nil, err
 	}
 	return out, nil

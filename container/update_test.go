@@ -5,6 +5,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crishim/crishim/container/ocispec"
 )
 
 func TestWithUpdatedResources(t *testing.T) {
@@ -23,7 +25,7 @@ func TestWithUpdatedResources(t *testing.T) {
 		HugepageLimits:     []*runtime.HugepageLimit{{PageSize: "2MB", Limit: 4 << 21}},
 		OomScoreAdj:        -999,
 	}
-	got, err := withUpdatedResources(old, r, 200, cgroupCaps{hugetlb: true})
+	got, err := withUpdatedResources(old, r, 200, ocispec.Cgroups{Hugetlb: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +54,7 @@ func TestWithUpdatedResourcesWithoutHugetlb(t *testing.T) {
 		MemoryLimitInBytes: 128 << 20,
 		HugepageLimits:     []*runtime.HugepageLimit{{PageSize: "2MB"}, {PageSize: "1GB"}},
 	}
-	got, err := withUpdatedResources(old, r, 0, cgroupCaps{})
+	got, err := withUpdatedResources(old, r, 0, ocispec.Cgroups{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +66,7 @@ func TestWithUpdatedResourcesWithoutHugetlb(t *testing.T) {
 func TestWithUpdatedResourcesKeepsUnsetFields(t *testing.T) {
 	limit := int64(64 << 20)
 	old := &specs.Spec{Process: &specs.Process{}, Linux: &specs.Linux{Resources: &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}}}}
-	got, err := withUpdatedResources(old, &runtime.LinuxContainerResources{CpuShares: 2}, 0, cgroupCaps{})
+	got, err := withUpdatedResources(old, &runtime.LinuxContainerResources{CpuShares: 2}, 0, ocispec.Cgroups{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,10 +77,10 @@ func TestWithUpdatedResourcesKeepsUnsetFields(t *testing.T) {
 
 func TestWithUpdatedResourcesRejectsNegative(t *testing.T) {
 	old := &specs.Spec{Process: &specs.Process{}, Linux: &specs.Linux{}}
-	if _, err := withUpdatedResources(old, &runtime.LinuxContainerResources{MemoryLimitInBytes: -1}, 0, cgroupCaps{}); err == nil {
+	if _, err := withUpdatedResources(old, &runtime.LinuxContainerResources{MemoryLimitInBytes: -1}, 0, ocispec.Cgroups{}); err == nil {
 		t.Error("accepted a negative memory limit")
 	}
-	if _, err := withUpdatedResources(nil, &runtime.LinuxContainerResources{}, 0, cgroupCaps{}); err == nil {
+	if _, err := withUpdatedResources(nil, &runtime.LinuxContainerResources{}, 0, ocispec.Cgroups{}); err == nil {
 		t.Error("accepted a container without spec")
 	}
 }

@@ -5,11 +5,13 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -119,6 +121,56 @@ func wantExit(t *testing.T, st *runtime.ContainerStatus, code int32, reason stri
 // loop keeps a shell PID 1 alive; a trap runs between two short sleeps.
 const loop = `while true; do sleep 0.1; done`
 
+// waitTrapped polls the container's main process (through the host's
+// /proc: the pod may share its PID namespace, so it need not be PID 1
+// inside) until the shell has installed its handlers for sigs, caught or
+// ignored: a stop signal that comes before the trap would kill the shell
+// with the default action.
+func (c *client) waitTrapped(id string, sigs ...syscall.Signal) {
+	c.t.Helper()
+	resp, err := c.rt.ContainerStatus(rpcCtx(c.t), &runtime.ContainerStatusRequest{ContainerId: id, Verbose: true})
+	if err != nil {
+		c.t.Fatalf("ContainerStatus %s: %v", id, err)
+	}
+	var info struct {
+		Pid int `json:"pid"`
+	}
+	if err := json.Unmarshal([]byte(resp.Info["info"]), &info); err != nil || info.Pid == 0 {
+		c.t.Fatalf("container %s: no pid in the verbose status (%v): %q", id, err, resp.Info["info"])
+	}
+	statusFile := fmt.Sprintf("/proc/%d/status", info.Pid)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		data, err := os.ReadFile(statusFile)
+		if err != nil {
+			c.t.Fatalf("container %s: %v", id, err)
+		}
+		var handled uint64
+		for _, line := range strings.Split(string(data), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && (k == "SigCgt" || k == "SigIgn") {
+				m, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+				if err != nil {
+					c.t.Fatalf("parse %s of %s: %v", k, statusFile, err)
+				}
+				handled |= m
+			}
+		}
+		ready := true
+		for _, sig := range sigs {
+			if handled&(uint64(1)<<(uint(sig)-1)) == 0 {
+				ready = false
+			}
+		}
+		if ready {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("container %s: its process did not trap %v within 20s", id, sigs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // TestLifecycleHookOrder: postStart has run by the time StartContainer
 // returns, preStop runs before the stop signal, and the container's own
 // trap sees the signal after it.
@@ -195,6 +247,7 @@ func TestLifecyclePreStopLongerThanGrace(t *testing.T) {
 		`trap 'echo term >> /hooks/events' TERM; `+loop), dir,
 		map[string]string{lifecycle.AnnotationPreStop: execHook(t, `echo prestop >> /hooks/events; sleep 3600`)})
 	id := c.startContainer(podID, pod, cfg)
+	c.waitTrapped(id, syscall.SIGTERM)
 	const grace = 2
 	took := c.stopContainer(id, grace)
 	min := grace*time.Second + lifecycle.MinGraceAfterPreStop
@@ -215,6 +268,7 @@ func TestStopIgnoringSIGTERM(t *testing.T) {
 	pod := podConfig(t, "ignoreterm")
 	podID := c.runPod(pod)
 	id := c.startContainer(podID, pod, containerConfig("deaf", env.BusyboxImage, "sh", "-c", `trap '' TERM; `+loop))
+	c.waitTrapped(id, syscall.SIGTERM)
 	const timeout = 2
 	took := c.stopContainer(id, timeout)
 	if took < timeout*time.Second-200*time.Millisecond || took > timeout*time.Second+15*time.Second {
@@ -237,6 +291,8 @@ func TestStopSignalFromImageAndConfig(t *testing.T) {
 	cfg := containerConfig("config-signal", env.StopSignalImage, "sh", "-c", script)
 	cfg.StopSignal = runtime.Signal_SIGNAL_SIGUSR2
 	fromConfig := c.startContainer(podID, pod, cfg)
+	c.waitTrapped(fromImage, syscall.SIGUSR1, syscall.SIGUSR2)
+	c.waitTrapped(fromConfig, syscall.SIGUSR1, syscall.SIGUSR2)
 
 	var wg sync.WaitGroup
 	for _, id := range []string{fromImage, fromConfig} {
@@ -268,6 +324,7 @@ func TestStopConcurrentCallsSignalOnce(t *testing.T) {
 	count := filepath.Join(dir, "count")
 	id := c.startContainer(podID, pod, withHooks(containerConfig("counter", env.BusyboxImage, "sh", "-c",
 		`trap 'echo term >> /hooks/count' TERM; `+loop), dir, nil))
+	c.waitTrapped(id, syscall.SIGTERM)
 
 	start := time.Now()
 	first := make(chan error, 1)
@@ -316,6 +373,7 @@ func TestStopCancelledRPCStaysGraceful(t *testing.T) {
 	// The trap takes a while to exit: a kill in the meantime shows as 137.
 	id := c.startContainer(podID, pod, withHooks(containerConfig("slowexit", env.BusyboxImage, "sh", "-c",
 		`trap 'echo term >> /hooks/events; sleep 2; exit 0' TERM; `+loop), dir, nil))
+	c.waitTrapped(id, syscall.SIGTERM)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -352,7 +410,9 @@ func TestStopPodSandboxStopsContainersInParallel(t *testing.T) {
 					`; until [ -e /hooks/`+other+` ]; do sleep 0.05; done`),
 				lifecycle.AnnotationTerminationGrace: "30",
 			})
-		ids = append(ids, c.startContainer(podID, pod, cfg))
+		id := c.startContainer(podID, pod, cfg)
+		c.waitTrapped(id, syscall.SIGTERM)
+		ids = append(ids, id)
 	}
 	plain := c.startContainer(podID, pod, withHooks(containerConfig("plain", env.BusyboxImage, "sh", "-c",
 		`trap 'echo term >> /hooks/plain; exit 0' TERM; `+loop), dir, nil))

@@ -33,6 +33,11 @@ type StopRequest struct {
 	// grace period; its context ends when the grace runs out (the hook is
 	// abandoned) or the container exits. It does not run for a kill.
 	PreStop func(ctx context.Context) error
+	// Gone, when set, is called once if a signal finds no process to
+	// deliver to (errdefs.ErrNotFound): the task is gone, and only the
+	// owner can tell whether an exit is still coming or must be recorded
+	// as lost. The loop stops signalling then and waits for Exited.
+	Gone func()
 }
 
 // MinGraceAfterPreStop is the least time the stop signal gets before
@@ -155,15 +160,16 @@ func (s *Stopper) run(l *stopLoop) {
 	graceful := l.req.Signal != 0 && l.req.Signal != syscall.SIGKILL && !s.killing(l)
 	if graceful {
 		log.WithField("signal", l.req.Signal).Debug("sending stop signal")
-		if err := s.signal(l.req.Process, l.req.Signal); err != nil {
-			if !errors.Is(err, errdefs.ErrNotFound) {
-				// The grace period only means something if the signal
-				// arrived; waiting it out would just delay the kill.
-				log.WithError(err).Warn("stop signal failed; killing")
-				s.mu.Lock()
-				l.deadline = time.Now()
-				s.mu.Unlock()
-			}
+		if err := s.signal(l.req.Process, l.req.Signal); errors.Is(err, errdefs.ErrNotFound) {
+			s.gone(l, log, false)
+			return
+		} else if err != nil {
+			// The grace period only means something if the signal
+			// arrived; waiting it out would just delay the kill.
+			log.WithError(err).Warn("stop signal failed; killing")
+			s.mu.Lock()
+			l.deadline = time.Now()
+			s.mu.Unlock()
 		}
 	}
 
@@ -196,7 +202,12 @@ func (s *Stopper) run(l *stopLoop) {
 		}
 		if !killed || s.KillRetry > 0 {
 			log.Debug("grace period over; sending SIGKILL")
-			if err := s.signal(l.req.Process, syscall.SIGKILL); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+			err := s.signal(l.req.Process, syscall.SIGKILL)
+			if errors.Is(err, errdefs.ErrNotFound) {
+				s.gone(l, log, killed)
+				return
+			}
+			if err != nil {
 				log.WithError(err).Warn("SIGKILL failed")
 			}
 		}
@@ -210,6 +221,18 @@ func (s *Stopper) run(l *stopLoop) {
 			}
 		}
 	}
+}
+
+// gone ends a loop whose signal found no process: repeating SIGKILL to a
+// task that is not there would go on forever. The exit is the owner's to
+// record (req.Gone); the loop only waits for it.
+func (s *Stopper) gone(l *stopLoop, log *logrus.Entry, killed bool) {
+	log.Debug("no process left to signal")
+	if l.req.Gone != nil {
+		l.req.Gone()
+	}
+	<-l.req.Exited
+	observeStop(l.req.ID, killed)
 }
 
 func (s *Stopper) killing(l *stopLoop) bool {

@@ -3,10 +3,13 @@ package lifecycle
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/containerd/containerd/errdefs"
 )
 
 // fakeProcess records signals and exits on the ones it does not ignore.
@@ -217,5 +220,75 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 10s")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// goneProcess has no process behind it: every signal says NotFound, as
+// containerd does for a task it no longer has.
+type goneProcess struct {
+	mu      sync.Mutex
+	signals []syscall.Signal
+}
+
+func (p *goneProcess) Signal(_ context.Context, sig syscall.Signal) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.signals = append(p.signals, sig)
+	return fmt.Errorf("task c: %w", errdefs.ErrNotFound)
+}
+
+// TestStopGoneTaskNotKilledForever stops a container whose task is gone
+// with nobody recording its exit: the loop must hand the loss to the owner
+// (Gone) once and stop signalling, not send SIGKILL every KillRetry while
+// it waits for an exit that only the owner can record.
+func TestStopGoneTaskNotKilledForever(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		sig  syscall.Signal
+		want []syscall.Signal
+	}{
+		{"graceful", syscall.SIGTERM, []syscall.Signal{syscall.SIGTERM}},
+		{"kill", syscall.SIGKILL, []syscall.Signal{syscall.SIGKILL}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &Stopper{KillRetry: time.Millisecond, SignalTimeout: time.Second}
+			p := &goneProcess{}
+			exited := make(chan struct{})
+			gone := 0
+			var mu sync.Mutex
+			req := StopRequest{ID: "c", Process: p, Exited: exited, Signal: tc.sig, Grace: 0,
+				Gone: func() {
+					mu.Lock()
+					gone++
+					mu.Unlock()
+					close(exited) // the owner records the loss
+				}}
+			if tc.sig != syscall.SIGKILL {
+				req.Grace = time.Minute
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := s.Stop(ctx, req); err != nil {
+				t.Fatalf("Stop of a container whose task is gone: %v", err)
+			}
+			// The loop unregisters itself after Exited; wait for that.
+			for s.Stopping("c") {
+				if ctx.Err() != nil {
+					t.Fatal("the stop loop still runs after the exit was recorded")
+				}
+				time.Sleep(time.Millisecond)
+			}
+			p.mu.Lock()
+			got := append([]syscall.Signal(nil), p.signals...)
+			p.mu.Unlock()
+			if len(got) != len(tc.want) || got[0] != tc.want[0] {
+				t.Errorf("signals = %v, want %v (no retries to a task that is not there)", got, tc.want)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if gone != 1 {
+				t.Errorf("Gone called %d times, want 1", gone)
+			}
+		})
 	}
 }

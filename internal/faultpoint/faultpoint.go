@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -37,16 +38,22 @@ var ErrInjected = errors.New("fault injected")
 type action struct {
 	kind  string // exit, kill, sleep, error
 	sleep time.Duration
+	// times, for error, is how many hits fail before the point lets the
+	// rest pass (a transient fault); 0 fails every hit.
+	times int
 }
 
 var (
 	once  sync.Once
 	armed map[string]action
+
+	hitsMu sync.Mutex
+	hits   map[string]int
 )
 
 // Parse reads a point list: comma-separated name=action where action is
-// exit (os.Exit without cleanup), kill (SIGKILL to itself), sleep:<duration>
-// or error.
+// exit (os.Exit without cleanup), kill (SIGKILL to itself), sleep:<duration>,
+// error, or error:<n> (only the first n hits fail).
 func Parse(spec string) (map[string]action, error) {
 	out := map[string]action{}
 	for _, item := range strings.Split(spec, ",") {
@@ -67,6 +74,12 @@ func Parse(spec string) (map[string]action, error) {
 				return nil, fmt.Errorf("fault point %q: bad sleep duration", item)
 			}
 			out[name] = action{kind: "sleep", sleep: d}
+		case strings.HasPrefix(act, "error:"):
+			n, err := strconv.Atoi(strings.TrimPrefix(act, "error:"))
+			if err != nil || n < 1 {
+				return nil, fmt.Errorf("fault point %q: bad error count", item)
+			}
+			out[name] = action{kind: "error", times: n}
 		default:
 			return nil, fmt.Errorf("fault point %q: unknown action %q", item, act)
 		}
@@ -89,7 +102,8 @@ func load() {
 }
 
 // Hit runs the point's action if it is armed: it may not return (exit,
-// kill), return after a pause (sleep), or return ErrInjected (error).
+// kill), return after a pause (sleep), or return ErrInjected (error; with
+// a count, only until that many hits have failed).
 func Hit(name string) error {
 	once.Do(load)
 	a, ok := armed[name]
@@ -106,7 +120,22 @@ func Hit(name string) error {
 	case "sleep":
 		time.Sleep(a.sleep)
 	case "error":
+		if a.times > 0 && !countHit(name, a.times) {
+			return nil
+		}
 		return fmt.Errorf("%s: %w", name, ErrInjected)
 	}
 	return nil
+}
+
+// countHit records a hit of a counted point and reports whether it is
+// still one of the first n.
+func countHit(name string, n int) bool {
+	hitsMu.Lock()
+	defer hitsMu.Unlock()
+	if hits == nil {
+		hits = map[string]int{}
+	}
+	hits[name]++
+	return hits[name] <= n
 }

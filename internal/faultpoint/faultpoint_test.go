@@ -7,11 +7,11 @@ import (
 )
 
 func TestParse(t *testing.T) {
-	got, err := Parse(" a=exit, b=sleep:3s ,c=error,d=kill,")
+	got, err := Parse(" a=exit, b=sleep:3s ,c=error,d=kill,e=error:2")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]action{"a": {kind: "exit"}, "b": {kind: "sleep", sleep: 3 * time.Second}, "c": {kind: "error"}, "d": {kind: "kill"}}
+	want := map[string]action{"a": {kind: "exit"}, "b": {kind: "sleep", sleep: 3 * time.Second}, "c": {kind: "error"}, "d": {kind: "kill"}, "e": {kind: "error", times: 2}}
 	if len(got) != len(want) {
 		t.Fatalf("got %v, want %v", got, want)
 	}
@@ -20,7 +20,7 @@ func TestParse(t *testing.T) {
 			t.Errorf("%s: got %+v, want %+v", k, got[k], v)
 		}
 	}
-	for _, bad := range []string{"a", "=exit", "a=explode", "a=sleep:soon", "a=sleep:-1s"} {
+	for _, bad := range []string{"a", "=exit", "a=explode", "a=sleep:soon", "a=sleep:-1s", "a=error:0", "a=error:x"} {
 		if _, err := Parse(bad); err == nil {
 			t.Errorf("Parse(%q) accepted", bad)
 		}
@@ -29,8 +29,13 @@ func TestParse(t *testing.T) {
 
 func TestHit(t *testing.T) {
 	once.Do(func() {}) // keep the real environment out
-	armed = map[string]action{"p.err": {kind: "error"}, "p.sleep": {kind: "sleep", sleep: time.Millisecond}}
-	defer func() { armed = nil }()
+	armed = map[string]action{"p.err": {kind: "error"}, "p.sleep": {kind: "sleep", sleep: time.Millisecond}, "p.twice": {kind: "error", times: 2}}
+	defer func() { armed, hits = nil, nil }()
+	for i := 0; i < 3; i++ {
+		if err := Hit("p.twice"); (i < 2) != errors.Is(err, ErrInjected) {
+			t.Errorf("hit %d of a point that fails twice returned %v", i+1, err)
+		}
+	}
 	if err := Hit("p.err"); !errors.Is(err, ErrInjected) {
 		t.Errorf("error point returned %v", err)
 	}

@@ -1,4 +1,4 @@
-package container
+package ocispec
 
 import (
 	"context"
@@ -23,7 +23,7 @@ import (
 // fixture is a container config in a pod whose pause runs as PID 4242,
 // with a rootfs holding passwd and group files.
 type fixture struct {
-	in     specInput
+	in     Input
 	rootfs string
 }
 
@@ -51,7 +51,7 @@ func newFixture(t *testing.T) *fixture {
 	}
 	return &fixture{
 		rootfs: rootfs,
-		in: specInput{
+		in: Input{
 			ID: "c1",
 			Config: &runtime.ContainerConfig{
 				Metadata: &runtime.ContainerMetadata{Name: "app"},
@@ -92,7 +92,7 @@ func (f *fixture) spec(t *testing.T) *specs.Spec {
 }
 
 func (f *fixture) trySpec() (*specs.Spec, error) {
-	opts, err := specOpts(f.in)
+	opts, err := Opts(f.in)
 	if err != nil {
 		return nil, err
 	}
@@ -214,7 +214,7 @@ func TestSpecUser(t *testing.T) {
 	}
 	f = newFixture(t)
 	f.sc().RunAsGroup = &runtime.Int64Value{Value: 5}
-	if _, err := specOpts(f.in); !errdefs.IsInvalidArgument(err) {
+	if _, err := Opts(f.in); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("group without user: %v", err)
 	}
 }
@@ -325,7 +325,7 @@ func TestSpecPrivileged(t *testing.T) {
 	f := newFixture(t)
 	f.sc().Privileged = true
 	f.sc().Seccomp = &runtime.SecurityProfile{ProfileType: runtime.SecurityProfile_RuntimeDefault}
-	if _, err := specOpts(f.in); !errdefs.IsInvalidArgument(err) {
+	if _, err := Opts(f.in); !errdefs.IsInvalidArgument(err) {
 		t.Fatalf("privileged container in unprivileged pod: %v", err)
 	}
 	f.in.Sandbox.Config.Linux.SecurityContext.Privileged = true
@@ -370,7 +370,7 @@ func TestSpecMaskedPaths(t *testing.T) {
 func TestSpecResourcesAndOOMClamp(t *testing.T) {
 	f := newFixture(t)
 	f.in.OwnOOMScoreAdj = -500
-	f.in.Cgroups.hugetlb = true
+	f.in.Cgroups.Hugetlb = true
 	f.in.Config.Linux.Resources = &runtime.LinuxContainerResources{
 		CpuPeriod: 100000, CpuQuota: 50000, CpuShares: 512, MemoryLimitInBytes: 64 << 20,
 		MemorySwapLimitInBytes: 128 << 20, CpusetCpus: "0", CpusetMems: "0", OomScoreAdj: -998,
@@ -388,7 +388,7 @@ func TestSpecResourcesAndOOMClamp(t *testing.T) {
 	if len(r.HugepageLimits) != 1 || r.HugepageLimits[0].Pagesize != "2MB" {
 		t.Errorf("hugepages %+v", r.HugepageLimits)
 	}
-	f.in.Cgroups.hugetlb = false
+	f.in.Cgroups.Hugetlb = false
 	if r := f.spec(t).Linux.Resources; len(r.HugepageLimits) != 0 || *r.Memory.Limit != 64<<20 {
 		t.Errorf("without a usable hugetlb controller: hugepages %+v, memory %+v; want none and the limit", r.HugepageLimits, r.Memory)
 	}
@@ -445,7 +445,7 @@ func TestSpecNamespaces(t *testing.T) {
 	}
 
 	f.sc().NamespaceOptions = &runtime.NamespaceOption{Pid: runtime.NamespaceMode_TARGET, TargetId: "other"}
-	if _, err := specOpts(f.in); !errdefs.IsFailedPrecondition(err) {
+	if _, err := Opts(f.in); !errdefs.IsFailedPrecondition(err) {
 		t.Errorf("TARGET without a running target: %v", err)
 	}
 	f.in.TargetPID = 99
@@ -474,7 +474,7 @@ func TestSpecSeccomp(t *testing.T) {
 		t.Errorf("localhost profile not loaded: %+v", s.Linux.Seccomp)
 	}
 	f.sc().Seccomp = &runtime.SecurityProfile{ProfileType: runtime.SecurityProfile_Localhost, LocalhostRef: profile + ".missing"}
-	if _, err := specOpts(f.in); !errdefs.IsInvalidArgument(err) {
+	if _, err := Opts(f.in); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("missing localhost profile: %v", err)
 	}
 	f.sc().Seccomp = nil

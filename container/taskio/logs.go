@@ -1,4 +1,4 @@
-package container
+package taskio
 
 import (
 	"bytes"
@@ -18,8 +18,9 @@ import (
 // CRI log format: "<RFC3339Nano time> <stream> <P|F> <message>\n", the
 // format the kubelet parses for `kubectl logs`.
 const (
-	streamStdout = "stdout"
-	streamStderr = "stderr"
+	// Stdout and Stderr name the streams in log lines and to subscribers.
+	Stdout = "stdout"
+	Stderr = "stderr"
 
 	tagFull    = "F"
 	tagPartial = "P"

@@ -1,4 +1,4 @@
-package container
+package taskio
 
 import (
 	"bufio"
@@ -78,7 +78,7 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 
 func TestLogFullLinesAcrossReads(t *testing.T) {
 	s, path := newTestSink(t)
-	if err := s.copyStream(streamStdout, &chunkReader{data: []byte("hello\nwor"), n: 3}); err != nil {
+	if err := s.copyStream(Stdout, &chunkReader{data: []byte("hello\nwor"), n: 3}); err != nil {
 		t.Fatal(err)
 	}
 	got := readLog(t, path)
@@ -93,7 +93,7 @@ func TestLogFullLinesAcrossReads(t *testing.T) {
 
 func TestLogEmptyLineAndSpaces(t *testing.T) {
 	s, path := newTestSink(t)
-	if err := s.copyStream(streamStderr, strings.NewReader("\n a b \n")); err != nil {
+	if err := s.copyStream(Stderr, strings.NewReader("\n a b \n")); err != nil {
 		t.Fatal(err)
 	}
 	assertEntries(t, readLog(t, path), []logEntry{
@@ -105,7 +105,7 @@ func TestLogEmptyLineAndSpaces(t *testing.T) {
 func TestLogLongLineSplit(t *testing.T) {
 	s, path := newTestSink(t)
 	long := strings.Repeat("x", 2*maxLogLine+10)
-	if err := s.copyStream(streamStdout, &chunkReader{data: []byte(long + "\nend\n"), n: 5000}); err != nil {
+	if err := s.copyStream(Stdout, &chunkReader{data: []byte(long + "\nend\n"), n: 5000}); err != nil {
 		t.Fatal(err)
 	}
 	assertEntries(t, readLog(t, path), []logEntry{
@@ -123,7 +123,7 @@ func TestLogBothStreamsOneFileAppends(t *testing.T) {
 	}
 	var wg sync.WaitGroup
 	const lines = 200
-	for _, stream := range []string{streamStdout, streamStderr} {
+	for _, stream := range []string{Stdout, Stderr} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -154,7 +154,7 @@ func TestLogBothStreamsOneFileAppends(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s2.Close()
-	if err := s2.copyStream(streamStdout, strings.NewReader("more\n")); err != nil {
+	if err := s2.copyStream(Stdout, strings.NewReader("more\n")); err != nil {
 		t.Fatal(err)
 	}
 	if got := readLog(t, path); len(got) != 2*lines+1 || got[len(got)-1].msg != "more" {
@@ -169,11 +169,11 @@ func TestLogSubscribersSeeRawOutput(t *testing.T) {
 	}
 	var got bytes.Buffer
 	unsubscribe := s.Subscribe(func(stream string, p []byte) { got.WriteString(stream + ":" + string(p) + "|") })
-	if err := s.copyStream(streamStdout, strings.NewReader("a\nb")); err != nil {
+	if err := s.copyStream(Stdout, strings.NewReader("a\nb")); err != nil {
 		t.Fatal(err)
 	}
 	unsubscribe()
-	if err := s.copyStream(streamStdout, strings.NewReader("unseen")); err != nil {
+	if err := s.copyStream(Stdout, strings.NewReader("unseen")); err != nil {
 		t.Fatal(err)
 	}
 	if got.String() != "stdout:a\nb|" {
@@ -305,7 +305,7 @@ func TestLogWriteFailureKeepsDrainingAndResumes(t *testing.T) {
 		{before: full(false), data: "e\n"},
 		{data: "f\n"},
 	}
-	if err := s.copyStream(streamStdout, r); err != nil {
+	if err := s.copyStream(Stdout, r); err != nil {
 		t.Fatalf("copyStream: %v", err)
 	}
 	if len(*r) != 0 {
@@ -342,7 +342,7 @@ func TestLogPartialWriteLeavesWholeEntries(t *testing.T) {
 				{before: func() { s.disk.full = true }, data: "b\nc\n"},
 				{before: func() { s.disk.full = false }, data: "d\n"},
 			}
-			if err := s.copyStream(streamStdout, r); err != nil {
+			if err := s.copyStream(Stdout, r); err != nil {
 				t.Fatal(err)
 			}
 			if noTruncate {
@@ -375,7 +375,7 @@ func TestLogWriteFailureWarnsAtBoundedRate(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		r = append(r, readStep{before: func() { s.clock = s.clock.Add(time.Second) }, data: "x\n"})
 	}
-	if err := s.copyStream(streamStdout, &r); err != nil {
+	if err := s.copyStream(Stdout, &r); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := len(s.warnings()), 1+99/int(logWarnInterval/time.Second); got != want {
@@ -394,7 +394,7 @@ func TestLogFlappingWritesWarnAtBoundedRate(t *testing.T) {
 			s.disk.full = !s.disk.full
 		}, data: "x\n"})
 	}
-	if err := s.copyStream(streamStdout, &r); err != nil {
+	if err := s.copyStream(Stdout, &r); err != nil {
 		t.Fatal(err)
 	}
 	// Each announced failure has its warning and the note of its end.
@@ -421,7 +421,7 @@ func (fs *flakySink) assertAllReported(t *testing.T, n int) {
 func TestLogReopenRecoversFromFailingFile(t *testing.T) {
 	s := newFlakySink(t)
 	s.disk.full = true
-	s.writeLine(streamStdout, tagFull, []byte("lost"))
+	s.writeLine(Stdout, tagFull, []byte("lost"))
 	// The kubelet rotates: rename, reopen. The new file has room (the old
 	// one, when deleted, frees its space only once closed).
 	if err := os.Rename(s.path, s.path+".1"); err != nil {
@@ -435,7 +435,7 @@ func TestLogReopenRecoversFromFailingFile(t *testing.T) {
 	if _, err := old.Write([]byte("x")); !errors.Is(err, os.ErrClosed) {
 		t.Errorf("write to the old file after Reopen: %v, want it closed", err)
 	}
-	s.writeLine(streamStdout, tagFull, []byte("kept"))
+	s.writeLine(Stdout, tagFull, []byte("kept"))
 	assertEntries(t, readLog(t, s.path), []logEntry{{stream: "stdout", tag: "F", msg: "kept"}})
 	if w := s.warnings(); len(w) != 2 || w[0].Data["dropped_lines"] != int64(1) || !strings.Contains(w[1].Message, "written again") {
 		t.Errorf("warnings %v: want the failure with 1 dropped line, then the recovery", w)
@@ -445,7 +445,7 @@ func TestLogReopenRecoversFromFailingFile(t *testing.T) {
 func TestLogFailingSinkReopensRemovedFile(t *testing.T) {
 	s := newFlakySink(t)
 	s.disk.full = true
-	s.writeLine(streamStdout, tagFull, []byte("lost"))
+	s.writeLine(Stdout, tagFull, []byte("lost"))
 	// Removing the log frees nothing while crishim holds it open: a
 	// failing sink looks for this and opens a new file at the path.
 	if err := os.Remove(s.path); err != nil {
@@ -453,7 +453,7 @@ func TestLogFailingSinkReopensRemovedFile(t *testing.T) {
 	}
 	s.disk.full = false
 	s.clock = s.clock.Add(logCheckInterval)
-	s.writeLine(streamStdout, tagFull, []byte("kept"))
+	s.writeLine(Stdout, tagFull, []byte("kept"))
 	assertEntries(t, readLog(t, s.path), []logEntry{{stream: "stdout", tag: "F", msg: "kept"}})
 
 	// A healthy sink leaves a removed file alone: rotation is the
@@ -462,7 +462,7 @@ func TestLogFailingSinkReopensRemovedFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.clock = s.clock.Add(logCheckInterval)
-	s.writeLine(streamStdout, tagFull, []byte("unlinked"))
+	s.writeLine(Stdout, tagFull, []byte("unlinked"))
 	if _, err := os.Stat(s.path); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("a healthy sink recreated its removed file: %v", err)
 	}

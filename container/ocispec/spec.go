@@ -1,4 +1,8 @@
-package container
+// Package ocispec builds the OCI runtime spec of an app container from its
+// CRI config, as containerd oci.SpecOpts the caller hands to
+// oci.GenerateSpec. It knows nothing of containerd's records or of the
+// container manager: everything a spec depends on comes in through Input.
+package ocispec
 
 import (
 	"context"
@@ -35,8 +39,8 @@ const (
 	containerTypeContainer     = "container"
 )
 
-// specInput is everything the OCI spec of one app container depends on.
-type specInput struct {
+// Input is everything the OCI spec of one app container depends on.
+type Input struct {
 	ID        string
 	Config    *runtime.ContainerConfig
 	Sandbox   *sandbox.Sandbox
@@ -51,15 +55,16 @@ type specInput struct {
 	// crishim itself holds.
 	AllCaps      []string
 	CgroupDriver string
-	Cgroups      cgroupCaps
+	Cgroups      Cgroups
 	// Hostname is used for the HOSTNAME variable when the pod sets none.
 	Hostname string
 }
 
-// specOpts turns a CRI container config into OCI spec options, in an
-// order where later options may rely on earlier ones (seccomp's default
-// profile looks at the final capabilities).
-func specOpts(in specInput) ([]oci.SpecOpts, error) {
+// Opts turns a CRI container config into OCI spec options, in an order
+// where later options may rely on earlier ones (seccomp's default profile
+// looks at the final capabilities). A config the spec cannot express is an
+// InvalidArgument, a pod not in a state to join a FailedPrecondition.
+func Opts(in Input) ([]oci.SpecOpts, error) {
 	cfg := in.Config
 	sc := cfg.GetLinux().GetSecurityContext()
 	pod := in.Sandbox.Config
@@ -111,10 +116,10 @@ func specOpts(in specInput) ([]oci.SpecOpts, error) {
 		opts = append(opts, oci.WithRootFSReadonly())
 	}
 	opts = append(opts,
-		withResources(cfg.GetLinux().GetResources(), in.OwnOOMScoreAdj, in.Cgroups),
+		WithResources(cfg.GetLinux().GetResources(), in.OwnOOMScoreAdj, in.Cgroups),
 		oci.WithCgroup(cgroup.OCIPath(in.CgroupDriver, pod.GetLinux().GetCgroupParent(), in.ID)),
 	)
-	nsOpt, err := withPodNamespaces(namespaceOptions(cfg, pod), in.Sandbox, in.TargetPID)
+	nsOpt, err := withPodNamespaces(NamespaceOptions(cfg, pod), in.Sandbox, in.TargetPID)
 	if err != nil {
 		return nil, err
 	}
@@ -336,7 +341,7 @@ func podMounts(sb *sandbox.Sandbox, cfg *runtime.ContainerConfig) []*runtime.Mou
 		add("/etc/resolv.conf", sb.ResolvPath(), ro)
 	}
 	shm := sb.ShmPath
-	if namespaceOptions(cfg, sb.Config).GetIpc() == runtime.NamespaceMode_NODE {
+	if NamespaceOptions(cfg, sb.Config).GetIpc() == runtime.NamespaceMode_NODE {
 		shm = "/dev/shm"
 	}
 	add("/dev/shm", shm, false)
@@ -512,16 +517,20 @@ func withoutAmbientCaps(_ context.Context, _ oci.Client, _ *containers.Container
 	return nil
 }
 
-// cgroupCaps is what the host's cgroups can take where the container's
+// Cgroups is what the host's cgroups can take where the container's
 // cgroup goes.
-type cgroupCaps struct {
-	v2 bool
-	// hugetlb is false where the kernel knows the controller but the host
+type Cgroups struct {
+	V2 bool
+	// Hugetlb is false where the kernel knows the controller but the host
 	// does not make it available (internal/cgroup.HugetlbUsable).
-	hugetlb bool
+	Hugetlb bool
 }
 
-func withResources(r *runtime.LinuxContainerResources, ownOOM int, caps cgroupCaps) oci.SpecOpts {
+// WithResources applies the CRI resources r (nil changes nothing) and their
+// OOM score, clamped up to ownOOM (see internal/oomscore). Hugepage limits
+// are left out where the hugetlb controller is not usable, and unified
+// (cgroup v2) ones on cgroup v1: runc would refuse the spec.
+func WithResources(r *runtime.LinuxContainerResources, ownOOM int, caps Cgroups) oci.SpecOpts {
 	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
 		if r == nil {
 			return nil
@@ -559,12 +568,12 @@ func withResources(r *runtime.LinuxContainerResources, ownOOM int, caps cgroupCa
 			res.Memory = mem
 		}
 		for _, h := range r.GetHugepageLimits() {
-			if !caps.hugetlb {
+			if !caps.Hugetlb {
 				break
 			}
 			res.HugepageLimits = append(res.HugepageLimits, specs.LinuxHugepageLimit{Pagesize: h.GetPageSize(), Limit: h.GetLimit()})
 		}
-		if caps.v2 && len(r.GetUnified()) > 0 {
+		if caps.V2 && len(r.GetUnified()) > 0 {
 			res.Unified = map[string]string{}
 			for k, v := range r.GetUnified() {
 				res.Unified[k] = v
@@ -576,9 +585,9 @@ func withResources(r *runtime.LinuxContainerResources, ownOOM int, caps cgroupCa
 	}
 }
 
-// namespaceOptions prefers the container's own options (the kubelet copies
+// NamespaceOptions prefers the container's own options (the kubelet copies
 // the pod's into every container) and falls back to the pod's.
-func namespaceOptions(cfg *runtime.ContainerConfig, pod *runtime.PodSandboxConfig) *runtime.NamespaceOption {
+func NamespaceOptions(cfg *runtime.ContainerConfig, pod *runtime.PodSandboxConfig) *runtime.NamespaceOption {
 	if ns := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions(); ns != nil {
 		return ns
 	}
@@ -682,7 +691,7 @@ func withSeccomp(sc *runtime.LinuxContainerSecurityContext) (oci.SpecOpts, error
 	return nil, fmt.Errorf("seccomp profile type %v: %w", p.GetProfileType(), errdefs.ErrInvalidArgument)
 }
 
-func criAnnotations(in specInput) map[string]string {
+func criAnnotations(in Input) map[string]string {
 	md := in.Sandbox.Config.GetMetadata()
 	return map[string]string{
 		annotationContainerType:    containerTypeContainer,
