@@ -12,7 +12,7 @@ TEST_TIMEOUT  ?= 15m
 TOTAL_TIMEOUT ?= 25m
 PROTOC_GEN_GO := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 
-.PHONY: all build pause deps run test unit integration e2e k8s lint proto fuzz churn clean deb bench
+.PHONY: all build pause deps run test unit integration e2e k8s lint proto fuzz churn clean deb bench bench-scale
 
 all: build
 
@@ -70,6 +70,14 @@ BENCH_OUT  ?= bench/results.md
 bench: deps build
 	CGO_ENABLED=0 $(GO) build -o bin/crishim-bench ./cmd/crishim-bench
 	bin/crishim-bench -crishim $(CURDIR)/$(BIN) -out $(BENCH_OUT) $(BENCH_ARGS)
+
+# The scale round alone: SCALE running pods per runtime (fewer when memory or
+# pids do not allow), the list/status/stats calls timed with all of them up,
+# the daemons' RSS, the time to start and to remove them, and what is left.
+SCALE ?= 500
+bench-scale: deps build
+	CGO_ENABLED=0 $(GO) build -o bin/crishim-bench ./cmd/crishim-bench
+	bin/crishim-bench -crishim $(CURDIR)/$(BIN) -out $(BENCH_OUT) -scale $(SCALE) -scale-only $(BENCH_ARGS)
 
 # The Debian package (dpkg-deb only) in bin/: binary, systemd units, default
 # config, kubelet notes. The integration suite installs and removes it (deb_test.go).

@@ -438,12 +438,16 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		m.recordStartFailure(e, err)
 		return fmt.Errorf("container %s output: %w", e.id, err)
 	}
+	// The two steps are timed for the log: task creation (the shim's
+	// runc create) is where a start spends most of its time.
+	began := time.Now()
 	task, err := c.NewTask(ctx, func(string) (cio.IO, error) { return tio, nil })
 	if err != nil {
 		tio.Shut()
 		m.recordStartFailure(e, err)
 		return fmt.Errorf("create task for container %s: %w", e.id, err)
 	}
+	created := time.Since(began)
 	if err := task.Start(ctx); err != nil {
 		cctx, cancel := m.cleanupCtx()
 		defer cancel()
@@ -457,7 +461,7 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 
 	m.markRunning(e, task.Pid(), tio)
 	go m.monitor(e, task, true)
-	log.WithField("pid", task.Pid()).Info("container started")
+	log.WithFields(logrus.Fields{"pid": task.Pid(), "task_created_after": created, "task_started_after": time.Since(began)}).Info("container started")
 	// The hook runs without the operation lock: a stop or removal must be
 	// able to cut it short.
 	unlock()

@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/crishim/crishim/bench"
+	"github.com/crishim/crishim/internal/bench"
 )
 
 func main() {
@@ -28,10 +28,10 @@ func main() {
 func run() error {
 	var (
 		cfg         bench.Config
-		out         = flag.String("out", "", "also write the table (Markdown) to this file")
+		out         = flag.String("out", "", "also write the tables (Markdown) to this file, each replacing its own section (the CRI rounds', the scale round's) and nothing else")
 		repo        = flag.String("repo", ".", "crishim repository (builds crishim and pause)")
 		binary      = flag.String("crishim", "", "crishim binary to run (empty: build it)")
-		profile     = flag.String("cpuprofile", "", "write a CPU profile of crishim, taken from the first B round on, to this file")
+		profile     = flag.String("cpuprofile", "", "write a CPU profile of crishim, taken from the first B round on (with -scale-only: from B's timed calls on), to this file")
 		profileSecs = flag.Int("profile-seconds", 30, "length of the -cpuprofile profile")
 		heapProfile = flag.String("heapprofile", "", "write crishim's heap profile, taken with the density pods running, to this file")
 		quick       = flag.Bool("quick", false, "small rounds unless set otherwise: 10 lifecycles, 16 at c=8, 2 ignorer stops, 20 pods for density")
@@ -54,6 +54,10 @@ func run() error {
 	flag.IntVar(&cfg.IgnorerStops, "ignorer-stops", 3, "SIGTERM-ignoring containers stopped per round")
 	flag.Int64Var(&cfg.StopTimeout, "stop-timeout", 2, "StopContainer timeout (s) for the SIGTERM ignorer")
 	flag.IntVar(&cfg.DensityPods, "density", 100, "running pods at which RSS is measured (0: skip)")
+	flag.IntVar(&cfg.ScalePods, "scale", 0, "scale round: this many running pods per endpoint, fewer if memory or pids do not allow (0: skip)")
+	flag.IntVar(&cfg.ScaleQueries, "scale-queries", 200, "scale round: timed rounds of ListPodSandbox, ListContainers, ContainerStatus and ListContainerStats")
+	flag.BoolVar(&cfg.ScaleOnly, "scale-only", false, "run only the scale round (no lifecycle rounds, no density)")
+	flag.StringVar(&cfg.ScaleSides, "scale-sides", "AB", "endpoints the scale round runs on: AB, A or B")
 	flag.Parse()
 	if *quick {
 		set := map[string]bool{}
@@ -101,6 +105,8 @@ func run() error {
 		cfg.ContainerdPID = env.Containerd.Pid()
 		cfg.Image, cfg.SandboxImage = env.Image, env.SandboxImage
 		cfg.LogDir = filepath.Join(env.Dir, "pods")
+		cfg.Leaks = env.Leaks
+		cfg.ScaleAddresses = env.PodAddresses()
 		fmt.Fprintf(os.Stderr, "environment in %s\n", env.Dir)
 		if env.DebugAddress != "" {
 			fmt.Fprintf(os.Stderr, "crishim pprof on http://%s/debug/pprof/\n", env.DebugAddress)
@@ -118,7 +124,7 @@ func run() error {
 		if *profile != "" {
 			started := false
 			done := make(chan struct{})
-			cfg.Between = func(side string, _ int) {
+			startProfile := func(side string) {
 				if side != "B" || started {
 					return
 				}
@@ -130,6 +136,8 @@ func run() error {
 					}
 				}()
 			}
+			cfg.Between = func(side string, _ int) { startProfile(side) }
+			cfg.BeforeScaleQueries = startProfile
 			// crishim must outlive the profile it is asked for.
 			defer func() {
 				if started {
@@ -144,14 +152,26 @@ func run() error {
 		return err
 	}
 	keepLogs = *keep
-	table := report.Table()
-	var header strings.Builder
-	fmt.Fprintf(&header, "crishim-bench, %s, %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), machine())
-	text := header.String() + table.Markdown()
-	fmt.Print(text)
-	if *out != "" {
-		if err := os.WriteFile(*out, []byte(text), 0o644); err != nil {
-			return err
+	header := fmt.Sprintf("crishim-bench, %s, %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), machine())
+	// Each table is its own section of -out, so a run leaves the other's
+	// last results in place.
+	type section struct{ name, text string }
+	var sections []section
+	if !cfg.ScaleOnly {
+		sections = append(sections, section{"cri", header + report.Table().Markdown()})
+	}
+	if scale, ok := report.ScaleTable(); ok {
+		sections = append(sections, section{"scale", header + scale.Markdown()})
+	}
+	for i, sec := range sections {
+		if i > 0 {
+			fmt.Println()
+		}
+		fmt.Print(sec.text)
+		if *out != "" {
+			if err := bench.WriteSection(*out, sec.name, sec.text); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -11,20 +11,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/containerd/containerd/namespaces"
-	"github.com/containerd/containerd/snapshots"
+	"github.com/crishim/crishim/internal/stack"
 )
-
-// RegistryAlias is a made-up registry name that the hosts.toml directory
-// maps to the local registry, so tests pull the way a node pulls through
-// a mirror.
-const RegistryAlias = "registry.crishim.test"
 
 // Namespace is the containerd namespace crishim runs in during the tests.
 const Namespace = "crishim-it"
@@ -202,70 +195,7 @@ func (e *Env) CrishimLog() string { return filepath.Join(e.LogDir, "crishim.log"
 // network's IP allocations, bridge ports (veths) and nat rules. Only
 // meaningful when no pod exists.
 func (e *Env) Leaks() ([]string, error) {
-	var leaks []string
-	client, err := e.Containerd.Client(Namespace)
-	if err != nil {
-		return nil, err
-	}
-	defer client.Close()
-	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), Namespace), 30*time.Second)
-	defer cancel()
-	ctrs, err := client.Containers(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("list containers: %w", err)
-	}
-	for _, c := range ctrs {
-		labels, _ := c.Labels(ctx)
-		leaks = append(leaks, fmt.Sprintf("containerd container %s (labels %v)", c.ID(), labels))
-	}
-	tasks, err := client.TaskService().List(ctx, nil)
-	if err != nil {
-		return nil, fmt.Errorf("list tasks: %w", err)
-	}
-	for _, t := range tasks.Tasks {
-		leaks = append(leaks, fmt.Sprintf("containerd task %s (pid %d)", t.ID, t.Pid))
-	}
-	// Committed snapshots are image layers and stay; active ones are
-	// container root filesystems.
-	sn := client.SnapshotService("overlayfs")
-	err = sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
-		if info.Kind == snapshots.KindActive {
-			leaks = append(leaks, fmt.Sprintf("active snapshot %s", info.Name))
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("walk snapshots: %w", err)
-	}
-	mounts, err := MountsUnder(e.Dir)
-	if err != nil {
-		return nil, err
-	}
-	for _, m := range mounts {
-		leaks = append(leaks, "mount "+m)
-	}
-	ips, err := e.Network.IPAllocations()
-	if err != nil {
-		return nil, err
-	}
-	for _, ip := range ips {
-		leaks = append(leaks, "host-local IP allocation "+ip)
-	}
-	ports, err := e.Network.BridgePorts()
-	if err != nil {
-		return nil, err
-	}
-	for _, p := range ports {
-		leaks = append(leaks, "interface on the test bridge "+p)
-	}
-	rules, err := e.Network.NATRules()
-	if err != nil {
-		return nil, err
-	}
-	for _, r := range rules {
-		leaks = append(leaks, "nat rule "+r)
-	}
-	return leaks, nil
+	return stack.Leaks(e.Containerd, Namespace, e.Network, e.Dir)
 }
 
 // Teardown stops everything and removes the test directory. With
@@ -298,7 +228,7 @@ func (e *Env) Teardown(keepLogs bool) error {
 			errs = append(errs, err)
 		}
 	}
-	if err := unmountAll(e.Dir); err != nil {
+	if err := stack.UnmountAll(e.Dir); err != nil {
 		errs = append(errs, err)
 	}
 	entries, err := os.ReadDir(e.Dir)
@@ -319,23 +249,4 @@ func (e *Env) Teardown(keepLogs bool) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// RequireBinaries reports the programs the suite needs and cannot find.
-func RequireBinaries() error {
-	var missing []string
-	for _, bin := range []string{"containerd", "containerd-shim-runc-v2", "runc", "iptables", "ip", "gcc"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			missing = append(missing, bin)
-		}
-	}
-	for _, path := range []string{"/usr/bin/docker-registry", BusyboxBinary, CNIBinDir + "/bridge", CNIBinDir + "/host-local", CNIBinDir + "/portmap"} {
-		if _, err := os.Stat(path); err != nil {
-			missing = append(missing, path)
-		}
-	}
-	if len(missing) > 0 {
-		return fmt.Errorf("missing %s (install: apt-get install containerd runc containernetworking-plugins docker-registry busybox-static iptables iproute2 gcc libc6-dev; or run `make deps`)", strings.Join(missing, ", "))
-	}
-	return nil
 }

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/crishim/crishim/integration/testenv"
+	"github.com/crishim/crishim/internal/stack"
 )
 
 // clockTick is USER_HZ, the unit of /proc/<pid>/stat CPU times; 100 on
@@ -70,9 +70,20 @@ func parseStatCPU(stat string) (time.Duration, error) {
 }
 
 // ShimUsage sums the resident sets of the runc shims serving containerd
-// namespace ns (their command line names it) and counts them.
-func ShimUsage(ns string) (count int, rss int64) {
-	for _, pid := range testenv.ProcessesWithArgs("containerd-shim-runc-v2", "-namespace", ns) {
+// namespace ns of the containerd at address (any, when empty; their
+// command line names both) and counts them.
+func ShimUsage(ns, address string) (count int, rss int64) {
+	var ofAddress map[int]bool
+	if address != "" {
+		ofAddress = map[int]bool{}
+		for _, pid := range stack.ProcessesWithArgs("containerd-shim-runc-v2", "-address", address) {
+			ofAddress[pid] = true
+		}
+	}
+	for _, pid := range stack.ProcessesWithArgs("containerd-shim-runc-v2", "-namespace", ns) {
+		if ofAddress != nil && !ofAddress[pid] {
+			continue
+		}
 		count++
 		if u, err := ReadUsage(pid); err == nil {
 			rss += u.RSS

@@ -10,12 +10,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/crishim/crishim/integration/testenv"
+	"github.com/crishim/crishim/internal/stack"
 )
 
 // Namespaces of the two runtimes on the shared containerd. containerd's
@@ -32,10 +31,10 @@ type Env struct {
 	Dir    string
 	RunDir string // tmpfs: the CRI plugin's runc state
 
-	Registry   *testenv.Registry
-	Containerd *testenv.Containerd
-	Crishim    *testenv.Crishim
-	NetA, NetB *testenv.Network
+	Registry   *stack.Registry
+	Containerd *stack.Containerd
+	Crishim    *stack.Crishim
+	NetA, NetB *stack.Network
 
 	Image, SandboxImage string
 	// DebugAddress is crishim's pprof endpoint (EnvOptions.Profiling).
@@ -84,12 +83,12 @@ func criConfig(sandboxImage, cniDir, certsDir, runcRoot string) string {
 
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = %q
-`, sandboxImage, runcRoot, testenv.CNIBinDir, cniDir, certsDir)
+`, sandboxImage, runcRoot, stack.CNIBinDir, cniDir, certsDir)
 }
 
 // SetupEnv starts everything; on failure what was started is torn down.
 func SetupEnv(opts EnvOptions) (_ *Env, retErr error) {
-	if err := testenv.RequireBinaries(); err != nil {
+	if err := stack.RequireBinaries(); err != nil {
 		return nil, err
 	}
 	progress := opts.Progress
@@ -121,47 +120,47 @@ func SetupEnv(opts EnvOptions) (_ *Env, retErr error) {
 	if bin == "" {
 		bin = filepath.Join(dir, "bin", "crishim")
 		fmt.Fprintln(progress, "building crishim")
-		if err := testenv.BuildCrishim(opts.RepoRoot, bin, false); err != nil {
+		if err := stack.BuildCrishim(opts.RepoRoot, bin, false); err != nil {
 			return nil, err
 		}
 	}
-	pauseBin, err := testenv.BuildPause(opts.RepoRoot)
+	pauseBin, err := stack.BuildPause(opts.RepoRoot)
 	if err != nil {
 		return nil, err
 	}
 
 	fmt.Fprintln(progress, "starting the registry and pushing busybox and pause")
-	if e.Registry, err = testenv.StartRegistry(filepath.Join(dir, "registry"), filepath.Join(logs, "registry.log")); err != nil {
+	if e.Registry, err = stack.StartRegistry(filepath.Join(dir, "registry"), filepath.Join(logs, "registry.log")); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	busybox, err := testenv.BusyboxImage(testenv.ImageOptions{})
+	busybox, err := stack.BusyboxImage(stack.ImageOptions{})
 	if err != nil {
 		return nil, err
 	}
 	if err := e.Registry.Push(ctx, "busybox", "bench", busybox); err != nil {
 		return nil, err
 	}
-	pause, err := testenv.PauseImage(pauseBin)
+	pause, err := stack.PauseImage(pauseBin)
 	if err != nil {
 		return nil, err
 	}
 	if err := e.Registry.Push(ctx, "crishim/pause", "bench", pause); err != nil {
 		return nil, err
 	}
-	e.Image = testenv.RegistryAlias + "/busybox:bench"
-	e.SandboxImage = testenv.RegistryAlias + "/crishim/pause:bench"
+	e.Image = stack.RegistryAlias + "/busybox:bench"
+	e.SandboxImage = stack.RegistryAlias + "/crishim/pause:bench"
 	certs := filepath.Join(dir, "certs.d")
-	if err := testenv.WriteRegistryHosts(certs, e.Registry.Host, testenv.RegistryAlias); err != nil {
+	if err := stack.WriteRegistryHosts(certs, e.Registry.Host, stack.RegistryAlias); err != nil {
 		return nil, err
 	}
 
-	if e.NetA, err = testenv.WriteNetwork(filepath.Join(dir, "cni-a")); err != nil {
+	if e.NetA, err = stack.WriteNetworkSized(filepath.Join(dir, "cni-a"), podSubnetPrefix); err != nil {
 		return nil, err
 	}
 	for {
-		if e.NetB, err = testenv.WriteNetwork(filepath.Join(dir, "cni-b")); err != nil {
+		if e.NetB, err = stack.WriteNetworkSized(filepath.Join(dir, "cni-b"), podSubnetPrefix); err != nil {
 			return nil, err
 		}
 		// Neither bridge exists yet, so WriteNetwork cannot see the
@@ -173,18 +172,18 @@ func SetupEnv(opts EnvOptions) (_ *Env, retErr error) {
 	}
 
 	fmt.Fprintln(progress, "starting containerd with its CRI plugin")
-	e.Containerd, err = testenv.StartContainerdWith(filepath.Join(dir, "containerd"), filepath.Join(logs, "containerd.log"),
-		testenv.ContainerdOptions{CRIConfig: criConfig(e.SandboxImage, e.NetA.ConfDir, certs, filepath.Join(e.RunDir, "runc"))})
+	e.Containerd, err = stack.StartContainerdWith(filepath.Join(dir, "containerd"), filepath.Join(logs, "containerd.log"),
+		stack.ContainerdOptions{CRIConfig: criConfig(e.SandboxImage, e.NetA.ConfDir, certs, filepath.Join(e.RunDir, "runc"))})
 	if err != nil {
 		return nil, err
 	}
 	if err := waitCRI(e.Containerd.Address, 30*time.Second); err != nil {
-		return nil, fmt.Errorf("containerd's CRI plugin: %w\n%s", err, testenv.Tail(filepath.Join(logs, "containerd.log"), 30))
+		return nil, fmt.Errorf("containerd's CRI plugin: %w\n%s", err, stack.Tail(filepath.Join(logs, "containerd.log"), 30))
 	}
 
 	args := []string{"--log-level", "info", "--sandbox-image", e.SandboxImage}
 	if opts.Profiling {
-		port, err := testenv.FreePort()
+		port, err := stack.FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -198,7 +197,7 @@ func SetupEnv(opts EnvOptions) (_ *Env, retErr error) {
 			return nil, err
 		}
 	}
-	e.Crishim, err = testenv.StartCrishim(testenv.CrishimConfig{
+	e.Crishim, err = stack.StartCrishim(stack.CrishimConfig{
 		Binary:              bin,
 		Dir:                 root,
 		ContainerdAddress:   e.Containerd.Address,
@@ -253,9 +252,29 @@ func waitCRI(socket string, timeout time.Duration) error {
 
 // Endpoints are the two runtimes as the benchmark sees them.
 func (e *Env) Endpoints() (a, b Endpoint) {
-	a = Endpoint{Name: "containerd 1.6 CRI plugin", Socket: e.Containerd.Address, PID: e.Containerd.Pid(), ShimNamespace: NamespaceContainerdCRI}
-	b = Endpoint{Name: "crishim", Socket: e.Crishim.Socket, PID: e.Crishim.Pid(), ShimNamespace: NamespaceCrishim}
+	a = Endpoint{Name: "containerd 1.6 CRI plugin", Socket: e.Containerd.Address, PID: e.Containerd.Pid(), ShimNamespace: NamespaceContainerdCRI, ShimAddress: e.Containerd.Address}
+	b = Endpoint{Name: "crishim", Socket: e.Crishim.Socket, PID: e.Crishim.Pid(), ShimNamespace: NamespaceCrishim, ShimAddress: e.Containerd.Address}
 	return a, b
+}
+
+// podSubnetPrefix sizes each runtime's pod network: a /22 holds the
+// scale round's 500 pods and more (a /24's 253 addresses do not).
+const podSubnetPrefix = 22
+
+// PodAddresses is how many pods each runtime's network can address.
+func (e *Env) PodAddresses() int {
+	ones, bits := e.NetA.Subnet.Mask.Size()
+	return 1<<(bits-ones) - 3 // network, gateway, broadcast
+}
+
+// Leaks lists what side ("A" or "B") left behind in containerd, in its
+// CNI network and as mounts under the environment's directory.
+func (e *Env) Leaks(side string) ([]string, error) {
+	ns, network := NamespaceContainerdCRI, e.NetA
+	if side == "B" {
+		ns, network = NamespaceCrishim, e.NetB
+	}
+	return stack.Leaks(e.Containerd, ns, network, e.Dir)
 }
 
 // CPUProfile fetches a CPU profile of crishim over seconds into path.
@@ -303,7 +322,7 @@ func (e *Env) Teardown(keepLogs bool) error {
 	if e.Registry != nil {
 		errs = append(errs, e.Registry.Stop())
 	}
-	for _, n := range []*testenv.Network{e.NetA, e.NetB} {
+	for _, n := range []*stack.Network{e.NetA, e.NetB} {
 		if n != nil {
 			errs = append(errs, n.Cleanup())
 		}
@@ -312,13 +331,7 @@ func (e *Env) Teardown(keepLogs bool) error {
 		if d == "" {
 			continue
 		}
-		mounts, err := testenv.MountsUnder(d)
-		errs = append(errs, err)
-		for _, m := range mounts {
-			if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
-				errs = append(errs, fmt.Errorf("unmount %s: %w", m, err))
-			}
-		}
+		errs = append(errs, stack.UnmountAll(d))
 		if keepLogs && d == e.Dir {
 			entries, _ := os.ReadDir(d)
 			for _, ent := range entries {

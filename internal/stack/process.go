@@ -1,6 +1,6 @@
 //go:build linux
 
-package testenv
+package stack
 
 import (
 	"bytes"
@@ -195,8 +195,8 @@ func unescapeMountPath(s string) string {
 	return b.String()
 }
 
-// unmountAll detaches every mount under dir; it reports what was left.
-func unmountAll(dir string) error {
+// UnmountAll detaches every mount under dir; it reports what was left.
+func UnmountAll(dir string) error {
 	mounts, err := MountsUnder(dir)
 	if err != nil {
 		return err
@@ -247,4 +247,28 @@ func (d *Daemon) Pid() int { return d.d.cmd.Process.Pid }
 // when the last error cond returned is reported.
 func Poll(timeout, interval time.Duration, what string, cond func() (bool, error)) error {
 	return poll(timeout, interval, what, cond)
+}
+
+// RegistryAlias is a made-up registry name that the hosts.toml directory
+// maps to the local registry, so tests pull the way a node pulls through
+// a mirror.
+const RegistryAlias = "registry.crishim.test"
+
+// RequireBinaries reports the programs the suite needs and cannot find.
+func RequireBinaries() error {
+	var missing []string
+	for _, bin := range []string{"containerd", "containerd-shim-runc-v2", "runc", "iptables", "ip", "gcc"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			missing = append(missing, bin)
+		}
+	}
+	for _, path := range []string{"/usr/bin/docker-registry", BusyboxBinary, CNIBinDir + "/bridge", CNIBinDir + "/host-local", CNIBinDir + "/portmap"} {
+		if _, err := os.Stat(path); err != nil {
+			missing = append(missing, path)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("missing %s (install: apt-get install containerd runc containernetworking-plugins docker-registry busybox-static iptables iproute2 gcc libc6-dev; or run `make deps`)", strings.Join(missing, ", "))
+	}
+	return nil
 }

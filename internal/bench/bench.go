@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -23,8 +24,10 @@ type Endpoint struct {
 	// containerd's CRI plugin: containerd itself). 0: not measured.
 	PID int
 	// ShimNamespace is the containerd namespace its pods live in, to find
-	// their shims.
-	ShimNamespace string
+	// their shims; ShimAddress, when set, the containerd socket they serve,
+	// so that another containerd's shims in a namespace of the same name
+	// (another test run's k8s.io) are not counted.
+	ShimNamespace, ShimAddress string
 }
 
 // Config is one benchmark run.
@@ -56,6 +59,29 @@ type Config struct {
 	// AtDensity, when set, is called while DensityPods pods run on side,
 	// after the daemons were measured (e.g. for a heap profile).
 	AtDensity func(side string)
+
+	// ScalePods running pods (one container each) per endpoint for the
+	// scale round, fewer if the machine cannot hold them (ScaleFit); 0
+	// skips it. ScaleQueries rounds of the read-only calls are timed with
+	// all of them running.
+	ScalePods, ScaleQueries int
+	// ScaleAddresses is how many pods each endpoint's CNI network can
+	// address (0: unknown, no limit).
+	ScaleAddresses int
+	// ScaleOnly skips the lifecycle rounds and the density measurement.
+	ScaleOnly bool
+	// ScaleSides are the endpoints the scale round runs on, "AB" (the
+	// default), "A" or "B": on a busy machine 2×500 pods take long.
+	ScaleSides string
+	// BeforeScaleQueries, when set, is called on side just before the
+	// scale round's calls are timed (e.g. to start a CPU profile).
+	BeforeScaleQueries func(side string)
+	// AtScale, when set, is called while the scale round's pods run on
+	// side, after the calls were timed and the daemons measured.
+	AtScale func(side string)
+	// Leaks, when set, lists what side left in containerd, the mounts and
+	// the network after its scale round removed every pod.
+	Leaks func(side string) ([]string, error)
 }
 
 // sideResult is everything measured on one endpoint.
@@ -77,6 +103,7 @@ type sideResult struct {
 
 	rssStart, rssEnd int64
 	density          *densityResult
+	scale            *scaleResult
 }
 
 type densityResult struct {
@@ -124,6 +151,9 @@ func (cfg *Config) defaults() {
 	if cfg.ConcurrentPods <= 0 {
 		cfg.ConcurrentPods = 2 * cfg.Pods
 	}
+	if cfg.ScaleQueries <= 0 {
+		cfg.ScaleQueries = 200
+	}
 	if cfg.StopTimeout <= 0 {
 		cfg.StopTimeout = 2
 	}
@@ -159,7 +189,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 	order := []string{"A", "B"}
-	for round := 0; round < cfg.Rounds; round++ {
+	rounds := cfg.Rounds
+	if cfg.ScaleOnly {
+		rounds = 0
+	}
+	for round := 0; round < rounds; round++ {
 		for _, key := range order {
 			if err := ctx.Err(); err != nil {
 				return nil, err
@@ -172,10 +206,22 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		order[0], order[1] = order[1], order[0]
 	}
-	if cfg.DensityPods > 0 {
+	if cfg.DensityPods > 0 && !cfg.ScaleOnly {
 		for _, key := range []string{"A", "B"} {
 			fmt.Fprintf(cfg.Progress, "density: %d running pods on %s (%s)\n", cfg.DensityPods, key, sides[key].ep.Name)
 			runDensity(key, sides[key], cfg)
+		}
+	}
+	if cfg.ScalePods > 0 {
+		for _, key := range []string{"A", "B"} {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			if cfg.ScaleSides != "" && !strings.Contains(cfg.ScaleSides, key) {
+				continue
+			}
+			fmt.Fprintf(cfg.Progress, "scale: %d running pods on %s (%s)\n", cfg.ScalePods, key, sides[key].ep.Name)
+			runScale(key, sides[key], cfg)
 		}
 	}
 	for _, s := range sides {
@@ -313,7 +359,7 @@ func runDensity(side string, s *sideResult, cfg Config) {
 	if u, err := ReadUsage(cfg.ContainerdPID); err == nil {
 		d.backendRSSAt = u.RSS
 	}
-	d.shims, d.shimRSS = ShimUsage(s.ep.ShimNamespace)
+	d.shims, d.shimRSS = ShimUsage(s.ep.ShimNamespace, s.ep.ShimAddress)
 	if cfg.AtDensity != nil {
 		cfg.AtDensity(side)
 	}

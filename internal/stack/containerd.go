@@ -1,6 +1,6 @@
 //go:build linux
 
-package testenv
+package stack
 
 import (
 	"context"
@@ -190,7 +190,7 @@ func (c *Containerd) Stop() error {
 		errs = append(errs, fmt.Errorf("containerd-shim-runc-v2 pid %d was still running; killed", pid))
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-	if err := unmountAll(c.Dir); err != nil {
+	if err := UnmountAll(c.Dir); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
