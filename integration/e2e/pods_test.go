@@ -130,13 +130,18 @@ func cri() (runtime.RuntimeServiceClient, error) {
 	return runtime.NewRuntimeServiceClient(criConn), nil
 }
 
-// removeAllPods stops and removes every pod sandbox crishim has, as the
-// kubelet's garbage collection eventually would.
-func removeAllPods() error {
-	rt, err := cri()
+// removeAllPodsAt stops and removes every pod sandbox of the CRI runtime
+// serving socket, as the kubelet's garbage collection eventually would.
+func removeAllPodsAt(socket string) error {
+	conn, err := testenv.Dial(socket)
 	if err != nil {
 		return err
 	}
+	defer conn.Close()
+	return removePodsVia(runtime.NewRuntimeServiceClient(conn))
+}
+
+func removePodsVia(rt runtime.RuntimeServiceClient) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	list, err := rt.ListPodSandbox(ctx, &runtime.ListPodSandboxRequest{})
