@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -14,8 +13,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crishim/crishim/integration/testenv"
 )
@@ -120,13 +117,6 @@ func burstRound(t testing.TB, v variant, name string) burstResult {
 	t.Helper()
 	k := StartKubelet(t, KubeletOptions{Name: name, Endpoint: v.rt.Socket, EventedPLEG: v.evented})
 	defer k.Stop(t)
-	conn, err := testenv.Dial(v.rt.Socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	rt := runtime.NewRuntimeServiceClient(conn)
-
 	// Every manifest is written aside first: the drop is only renames.
 	names := make([]string, *burstPods)
 	for i := range names {
@@ -148,7 +138,7 @@ func burstRound(t testing.TB, v variant, name string) burstResult {
 		}
 	}
 	ready := map[string]float64{}
-	err = testenv.Poll(5*time.Minute, 100*time.Millisecond, "all burst pods ready", func() (bool, error) {
+	err := testenv.Poll(5*time.Minute, 100*time.Millisecond, "all burst pods ready", func() (bool, error) {
 		pods, err := k.Pods()
 		if err != nil {
 			return false, err
@@ -175,22 +165,7 @@ func burstRound(t testing.TB, v variant, name string) burstResult {
 	for _, n := range names {
 		k.DeletePod(t, n)
 	}
-	err = testenv.Poll(5*time.Minute, 100*time.Millisecond, "every burst pod stopped", func() (bool, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		ctrs, err := rt.ListContainers(ctx, &runtime.ListContainersRequest{Filter: &runtime.ContainerFilter{
-			State: &runtime.ContainerStateValue{State: runtime.ContainerState_CONTAINER_RUNNING}}})
-		if err != nil {
-			return false, err
-		}
-		sbs, err := rt.ListPodSandbox(ctx, &runtime.ListPodSandboxRequest{Filter: &runtime.PodSandboxFilter{
-			State: &runtime.PodSandboxStateValue{State: runtime.PodSandboxState_SANDBOX_READY}}})
-		if err != nil {
-			return false, err
-		}
-		return len(ctrs.Containers) == 0 && len(sbs.Items) == 0, fmt.Errorf("%d running containers, %d ready sandboxes", len(ctrs.Containers), len(sbs.Items))
-	})
-	if err != nil {
+	if err := waitRuntimeStopped(v.rt.Socket, 5*time.Minute); err != nil {
 		t.Fatalf("%s: %v", v.label, err)
 	}
 	r.gone = time.Since(start).Seconds()

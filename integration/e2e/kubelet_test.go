@@ -324,6 +324,12 @@ func (k *Kubelet) stop(t testing.TB) {
 		if err != nil {
 			t.Errorf("kubelet: %v", err)
 		}
+		// The kubelet drops a static pod from /pods at once and stops it
+		// afterwards; with many pods on a busy machine that takes minutes,
+		// which the kubelet is to spend, not the bounded cleanup below.
+		if err := waitRuntimeStopped(k.Endpoint, 5*time.Minute); err != nil {
+			t.Errorf("kubelet: %v", err)
+		}
 	}
 	if err := k.d.Exited(); err != nil {
 		t.Errorf("kubelet died during the test: %v", err)
