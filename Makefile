@@ -69,7 +69,7 @@ e2e: $(PAUSE)
 #            BENCH_OUT. BENCH_ARGS e.g. "-quick" or "-rounds 4 -pods 40".
 #   kubelet  the same kubelet configuration in front of each runtime
 #            (integration/e2e BenchmarkKubeletBurst and BenchmarkKubeletIdle,
-#            built without -race; ~35 minutes with the defaults); the tables
+#            built without -race; ~25 minutes with the defaults); the tables
 #            go to KBENCH_OUT. KBENCH_ARGS e.g. "-burst.rounds 2 -idle.rounds 2
 #            -idle.window 5m -idle.pods 100".
 #   all      both.
