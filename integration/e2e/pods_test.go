@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crishim/crishim/integration/testenv"
@@ -157,7 +159,8 @@ func removePodsVia(rt runtime.RuntimeServiceClient) error {
 			_, err = rt.RemovePodSandbox(ctx, &runtime.RemovePodSandboxRequest{PodSandboxId: p.Id})
 		}
 		cancel()
-		if err != nil {
+		// The kubelet's garbage collection may have removed it since the list.
+		if err != nil && status.Code(err) != codes.NotFound {
 			return fmt.Errorf("stop and remove pod %s: %w", p.Id, err)
 		}
 	}
