@@ -61,15 +61,38 @@ k8s:
 e2e: $(PAUSE)
 	CRISHIM_K8S_BIN=$$(hack/build-k8s.sh) timeout --foreground --kill-after=30s $(E2E_TIMEOUT) $(GO) test -race -count=1 -timeout $(E2E_TIMEOUT) ./integration/e2e/
 
-# containerd's own CRI plugin (A) against crishim (B), both on one private
-# containerd with its own registry and one CNI bridge each; prints the B/A
-# table and writes it to BENCH_OUT. Not part of `make test`: timings are no
-# pass/fail matter. BENCH_ARGS e.g. "-quick" or "-rounds 4 -pods 40".
-BENCH_ARGS ?=
-BENCH_OUT  ?= bench/results.md
+# containerd's own CRI plugin (A) against crishim (B). Not part of `make
+# test`: timings are no pass/fail matter (`make test` only compiles the
+# benchmarks). BENCH picks the rounds:
+#   cri      the CRI rounds: both on one private containerd with its own
+#            registry and one CNI bridge each; the B/A table goes to
+#            BENCH_OUT. BENCH_ARGS e.g. "-quick" or "-rounds 4 -pods 40".
+#   kubelet  the same kubelet configuration in front of each runtime
+#            (integration/e2e BenchmarkKubeletBurst and BenchmarkKubeletIdle,
+#            built without -race; ~25 minutes with the defaults); the tables
+#            go to KBENCH_OUT. KBENCH_ARGS e.g. "-burst.rounds 2 -idle.rounds 2
+#            -idle.window 5m -idle.pods 100".
+#   all      both.
+BENCH       ?= cri
+BENCH_ARGS  ?=
+BENCH_OUT   ?= bench/results.md
+KBENCH_ARGS ?=
+KBENCH_OUT  ?= bench/results-kubelet.md
+KBENCH_TIMEOUT ?= 3h
 bench: deps build
+ifneq ($(filter $(BENCH),cri all),)
 	CGO_ENABLED=0 $(GO) build -o bin/crishim-bench ./cmd/crishim-bench
 	bin/crishim-bench -crishim $(CURDIR)/$(BIN) -out $(BENCH_OUT) $(BENCH_ARGS)
+endif
+ifneq ($(filter $(BENCH),kubelet all),)
+	rm -f $(KBENCH_OUT)
+	CRISHIM_K8S_BIN=$$(hack/build-k8s.sh) $(GO) test -count=1 -timeout $(KBENCH_TIMEOUT) -v -run '^$$' \
+		-bench '^BenchmarkKubelet(Burst|Idle)$$' -benchtime 1x ./integration/e2e/ \
+		-kbench.out $(abspath $(KBENCH_OUT)) $(KBENCH_ARGS)
+endif
+ifeq ($(filter $(BENCH),cri kubelet all),)
+	@echo "BENCH=$(BENCH): want cri, kubelet or all"; exit 2
+endif
 
 # The scale round alone: SCALE running pods per runtime (fewer when memory or
 # pids do not allow), the list/status/stats calls timed with all of them up,

@@ -38,12 +38,16 @@ type Kubelet struct {
 	// exec and which the kubelet refuses to be a loopback address.
 	Address string
 	LogPath string
-	d       *testenv.Daemon
+	// Endpoint is the CRI socket the kubelet talks to.
+	Endpoint string
+	d        *testenv.Daemon
+	stopOnce sync.Once
 }
 
 // KubeletOptions vary a kubelet between suites.
 type KubeletOptions struct {
 	Name         string         // directory and cgroup root name
+	Endpoint     string         // CRI socket; empty: the test environment's crishim
 	EventedPLEG  bool           // the EventedPLEG feature gate
 	Kubeconfig   string         // empty: standalone
 	ExtraConfig  map[string]any // merged into the KubeletConfiguration
@@ -143,13 +147,19 @@ func removeCgroupTree(rel string) error {
 	return nil
 }
 
-// StartKubelet starts a kubelet on crishim and waits until it is healthy.
-// It is stopped, and its pods removed, when the test ends.
+// StartKubelet starts a kubelet on crishim (or the runtime at
+// opts.Endpoint) and waits until it is healthy. It is stopped, and its pods
+// removed, when the test ends.
 func StartKubelet(t testing.TB, opts KubeletOptions) *Kubelet {
 	t.Helper()
-	crishim, err := env.Crishim()
-	if err != nil {
-		t.Fatalf("crishim: %v", err)
+	var err error
+	socket := opts.Endpoint
+	if socket == "" {
+		crishim, err := env.Crishim()
+		if err != nil {
+			t.Fatalf("crishim: %v", err)
+		}
+		socket = crishim.Socket
 	}
 	if err := saveSysctls(); err != nil {
 		t.Fatal(err)
@@ -158,6 +168,7 @@ func StartKubelet(t testing.TB, opts KubeletOptions) *Kubelet {
 		Dir:        filepath.Join(env.Dir, "kubelet-"+opts.Name),
 		CgroupRoot: "/crishim-e2e-" + opts.Name + "-" + filepath.Base(env.Dir)[len("crishim-it-"):],
 		LogPath:    filepath.Join(env.LogDir, "kubelet-"+opts.Name+".log"),
+		Endpoint:   socket,
 	}
 	k.ManifestDir = filepath.Join(k.Dir, "manifests")
 	k.PodLogDir = filepath.Join(k.Dir, "pod-logs")
@@ -200,7 +211,7 @@ func StartKubelet(t testing.TB, opts KubeletOptions) *Kubelet {
 	if opts.EventedPLEG {
 		gates["EventedPLEG"] = true
 	}
-	endpoint := "unix://" + crishim.Socket
+	endpoint := "unix://" + socket
 	cfg := map[string]any{
 		"apiVersion":               "kubelet.config.k8s.io/v1beta1",
 		"kind":                     "KubeletConfiguration",
@@ -271,7 +282,7 @@ func StartKubelet(t testing.TB, opts KubeletOptions) *Kubelet {
 		t.Fatal(err)
 	}
 	k.d = d
-	t.Cleanup(func() { k.stop(t) })
+	t.Cleanup(func() { k.Stop(t) })
 
 	healthz := fmt.Sprintf("http://127.0.0.1:%d/healthz", ports[2])
 	err = testenv.Poll(2*time.Minute, 200*time.Millisecond, "kubelet healthz", func() (bool, error) {
@@ -291,10 +302,15 @@ func StartKubelet(t testing.TB, opts KubeletOptions) *Kubelet {
 	return k
 }
 
-// stop removes every static pod, waits until the kubelet has stopped their
+// Stop removes every static pod, waits until the kubelet has stopped their
 // containers and sandboxes, then stops the kubelet and removes what it
 // leaves to its garbage collection (stopped sandboxes, exited containers)
-// through the CRI, as a node drain would.
+// through the CRI, as a node drain would. Only the first call does this:
+// a benchmark stops its kubelets between rounds, before the test's cleanup.
+func (k *Kubelet) Stop(t testing.TB) {
+	k.stopOnce.Do(func() { k.stop(t) })
+}
+
 func (k *Kubelet) stop(t testing.TB) {
 	ents, _ := os.ReadDir(k.ManifestDir)
 	for _, e := range ents {
@@ -308,6 +324,12 @@ func (k *Kubelet) stop(t testing.TB) {
 		if err != nil {
 			t.Errorf("kubelet: %v", err)
 		}
+		// The kubelet drops a static pod from /pods at once and stops it
+		// afterwards; with many pods on a busy machine that takes minutes,
+		// which the kubelet is to spend, not the bounded cleanup below.
+		if err := waitRuntimeStopped(k.Endpoint, 5*time.Minute); err != nil {
+			t.Errorf("kubelet: %v", err)
+		}
 	}
 	if err := k.d.Exited(); err != nil {
 		t.Errorf("kubelet died during the test: %v", err)
@@ -315,7 +337,7 @@ func (k *Kubelet) stop(t testing.TB) {
 	if err := k.d.Stop(30 * time.Second); err != nil {
 		t.Errorf("stop kubelet: %v", err)
 	}
-	if err := removeAllPods(); err != nil {
+	if err := removeAllPodsAt(k.Endpoint); err != nil {
 		t.Errorf("remove pods the kubelet left: %v", err)
 	}
 	// The kubelet makes its root directory a shared mount of its own.

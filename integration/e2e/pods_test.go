@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crishim/crishim/integration/testenv"
@@ -130,13 +132,18 @@ func cri() (runtime.RuntimeServiceClient, error) {
 	return runtime.NewRuntimeServiceClient(criConn), nil
 }
 
-// removeAllPods stops and removes every pod sandbox crishim has, as the
-// kubelet's garbage collection eventually would.
-func removeAllPods() error {
-	rt, err := cri()
+// removeAllPodsAt stops and removes every pod sandbox of the CRI runtime
+// serving socket, as the kubelet's garbage collection eventually would.
+func removeAllPodsAt(socket string) error {
+	conn, err := testenv.Dial(socket)
 	if err != nil {
 		return err
 	}
+	defer conn.Close()
+	return removePodsVia(runtime.NewRuntimeServiceClient(conn))
+}
+
+func removePodsVia(rt runtime.RuntimeServiceClient) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	list, err := rt.ListPodSandbox(ctx, &runtime.ListPodSandboxRequest{})
@@ -144,14 +151,46 @@ func removeAllPods() error {
 		return fmt.Errorf("ListPodSandbox: %w", err)
 	}
 	for _, p := range list.Items {
-		if _, err := rt.StopPodSandbox(ctx, &runtime.StopPodSandboxRequest{PodSandboxId: p.Id}); err != nil {
-			return fmt.Errorf("StopPodSandbox %s: %w", p.Id, err)
+		// Each pod gets its own bound: a hundred pods on a loaded machine
+		// may take longer together than any one may alone.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		_, err := rt.StopPodSandbox(ctx, &runtime.StopPodSandboxRequest{PodSandboxId: p.Id})
+		if err == nil {
+			_, err = rt.RemovePodSandbox(ctx, &runtime.RemovePodSandboxRequest{PodSandboxId: p.Id})
 		}
-		if _, err := rt.RemovePodSandbox(ctx, &runtime.RemovePodSandboxRequest{PodSandboxId: p.Id}); err != nil {
-			return fmt.Errorf("RemovePodSandbox %s: %w", p.Id, err)
+		cancel()
+		// The kubelet's garbage collection may have removed it since the list.
+		if err != nil && status.Code(err) != codes.NotFound {
+			return fmt.Errorf("stop and remove pod %s: %w", p.Id, err)
 		}
 	}
 	return nil
+}
+
+// waitRuntimeStopped polls the CRI runtime serving socket until it has no
+// running container and no ready sandbox.
+func waitRuntimeStopped(socket string, timeout time.Duration) error {
+	conn, err := testenv.Dial(socket)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	rt := runtime.NewRuntimeServiceClient(conn)
+	return testenv.Poll(timeout, 100*time.Millisecond, "no running container and no ready sandbox", func() (bool, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		ctrs, err := rt.ListContainers(ctx, &runtime.ListContainersRequest{Filter: &runtime.ContainerFilter{
+			State: &runtime.ContainerStateValue{State: runtime.ContainerState_CONTAINER_RUNNING}}})
+		if err != nil {
+			return false, err
+		}
+		sbs, err := rt.ListPodSandbox(ctx, &runtime.ListPodSandboxRequest{Filter: &runtime.PodSandboxFilter{
+			State: &runtime.PodSandboxStateValue{State: runtime.PodSandboxState_SANDBOX_READY}}})
+		if err != nil {
+			return false, err
+		}
+		return len(ctrs.Containers) == 0 && len(sbs.Items) == 0, fmt.Errorf("%d running containers, %d ready sandboxes", len(ctrs.Containers), len(sbs.Items))
+	})
 }
 
 // criContainer finds crishim's view of a container by the kubelet's
