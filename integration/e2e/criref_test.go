@@ -44,44 +44,6 @@ type criRef struct {
 	metrics string
 }
 
-// criRefConfig is the CRI plugin of containerd 1.6 configured as the
-// critest reference and `make bench` run it (cgroupfs, a hosts.toml
-// registry directory, restrict_oom_score_adj without CAP_SYS_RESOURCE),
-// plus containerd's metrics endpoint, which counts its gRPC calls.
-func criRefConfig(sandboxImage, cniDir, certsDir, runcRoot, metricsAddr string) string {
-	return fmt.Sprintf(`
-[metrics]
-  address = %q
-
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = %q
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  enable_selinux = false
-  netns_mounts_under_state_dir = true
-  restrict_oom_score_adj = true
-
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-        Root = %q
-
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = %q
-    conf_dir = %q
-    max_conf_num = 1
-
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = %q
-`, metricsAddr, sandboxImage, runcRoot, testenv.CNIBinDir, cniDir, certsDir)
-}
-
 // startCRIRef starts containerd with its CRI plugin next to the test
 // environment and waits until the plugin reports runtime and network
 // ready. It is stopped, its tasks killed and its network removed when the
@@ -123,7 +85,8 @@ func startCRIRef(t testing.TB) *Runtime {
 	// The same image the alias names for crishim's sandboxes.
 	sandboxImage := testenv.RegistryAlias + "/crishim/pause:it"
 	r.c, err = testenv.StartContainerdWith(filepath.Join(env.Dir, "containerd-cri"), filepath.Join(env.LogDir, "containerd-cri.log"),
-		testenv.ContainerdOptions{CRIConfig: criRefConfig(sandboxImage, r.net.ConfDir, env.RegistryConfigDir, filepath.Join(r.runDir, "runc"), metricsAddr)})
+		testenv.ContainerdOptions{CRIConfig: testenv.CRIPlugin{SandboxImage: sandboxImage, CNIConfDir: r.net.ConfDir,
+			RegistryConfigDir: env.RegistryConfigDir, RuncRoot: filepath.Join(r.runDir, "runc"), MetricsAddress: metricsAddr}.Config()})
 	if err != nil {
 		t.Fatalf("start containerd with its CRI plugin: %v", err)
 	}

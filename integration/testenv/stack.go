@@ -11,6 +11,7 @@ import "github.com/crishim/crishim/internal/stack"
 type (
 	Containerd        = stack.Containerd
 	ContainerdOptions = stack.ContainerdOptions
+	CRIPlugin         = stack.CRIPlugin
 	Crishim           = stack.Crishim
 	CrishimConfig     = stack.CrishimConfig
 	Daemon            = stack.Daemon

@@ -52,40 +52,6 @@ type EnvOptions struct {
 	Profiling bool
 }
 
-// criConfig is containerd 1.6's CRI plugin set up as the critest
-// reference is on this machine (restrict_oom_score_adj, registry hosts
-// directory, cgroupfs), with its own CNI directory and pause image.
-func criConfig(sandboxImage, cniDir, certsDir, runcRoot string) string {
-	return fmt.Sprintf(`
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = %q
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  enable_selinux = false
-  netns_mounts_under_state_dir = true
-  restrict_oom_score_adj = true
-
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-        Root = %q
-
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = %q
-    conf_dir = %q
-    max_conf_num = 1
-
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = %q
-`, sandboxImage, runcRoot, stack.CNIBinDir, cniDir, certsDir)
-}
-
 // SetupEnv starts everything; on failure what was started is torn down.
 func SetupEnv(opts EnvOptions) (_ *Env, retErr error) {
 	if err := stack.RequireBinaries(); err != nil {
@@ -173,7 +139,7 @@ func SetupEnv(opts EnvOptions) (_ *Env, retErr error) {
 
 	fmt.Fprintln(progress, "starting containerd with its CRI plugin")
 	e.Containerd, err = stack.StartContainerdWith(filepath.Join(dir, "containerd"), filepath.Join(logs, "containerd.log"),
-		stack.ContainerdOptions{CRIConfig: criConfig(e.SandboxImage, e.NetA.ConfDir, certs, filepath.Join(e.RunDir, "runc"))})
+		stack.ContainerdOptions{CRIConfig: stack.CRIPlugin{SandboxImage: e.SandboxImage, CNIConfDir: e.NetA.ConfDir, RegistryConfigDir: certs, RuncRoot: filepath.Join(e.RunDir, "runc")}.Config()})
 	if err != nil {
 		return nil, err
 	}

@@ -229,3 +229,54 @@ func (c *Containerd) reapTasks() error {
 	}
 	return nil
 }
+
+// CRIPlugin is how containerd 1.6's own CRI plugin is set up when it runs
+// as the reference runtime (the benchmark's A side, the kubelet A/B): as
+// the critest reference is on these machines (cgroupfs,
+// restrict_oom_score_adj without CAP_SYS_RESOURCE, a hosts.toml registry
+// directory), with its own CNI directory, pause image and runc root.
+type CRIPlugin struct {
+	SandboxImage      string
+	CNIConfDir        string
+	RegistryConfigDir string
+	RuncRoot          string
+	// MetricsAddress, when set, serves containerd's metrics, which count
+	// its gRPC calls.
+	MetricsAddress string
+}
+
+// Config is the containerd configuration fragment for ContainerdOptions.CRIConfig.
+func (p CRIPlugin) Config() string {
+	metrics := ""
+	if p.MetricsAddress != "" {
+		metrics = fmt.Sprintf("[metrics]\n  address = %q\n", p.MetricsAddress)
+	}
+	return metrics + fmt.Sprintf(`
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = %q
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  enable_selinux = false
+  netns_mounts_under_state_dir = true
+  restrict_oom_score_adj = true
+
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        Root = %q
+
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = %q
+    conf_dir = %q
+    max_conf_num = 1
+
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = %q
+`, p.SandboxImage, p.RuncRoot, CNIBinDir, p.CNIConfDir, p.RegistryConfigDir)
+}
