@@ -428,15 +428,7 @@ func TestEventedPLEGTransitions(t *testing.T) {
 	for i := range cfgs {
 		cfgs[i] = podConfig(t, fmt.Sprintf("pleg%d", i))
 	}
-	c.removePodsAtEnd(func() []string {
-		var out []string
-		for _, id := range podIDs {
-			if id != "" {
-				out = append(out, id)
-			}
-		}
-		return out
-	})
+	c.removePodsAtEnd(func() []string { return podIDs })
 	errs := parallel(pods, pods, func(i int) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()

@@ -128,7 +128,13 @@ func (c *client) startPodRaw(ctx context.Context, pod *runtime.PodSandboxConfig,
 // removePodsAtEnd removes the pods in parallel when the test ends.
 func (c *client) removePodsAtEnd(ids func() []string) {
 	c.t.Cleanup(func() {
-		list := ids()
+		// A slot whose RunPodSandbox failed holds no ID.
+		var list []string
+		for _, id := range ids() {
+			if id != "" {
+				list = append(list, id)
+			}
+		}
 		errs := parallel(len(list), 4, func(i int) error {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()

@@ -69,15 +69,7 @@ func TestRestartKeepsPods(t *testing.T) {
 
 	podIDs := make([]string, restartPods)
 	ctrIDs := make([][]string, restartPods)
-	c.removePodsAtEnd(func() []string {
-		var out []string
-		for _, id := range podIDs {
-			if id != "" {
-				out = append(out, id)
-			}
-		}
-		return out
-	})
+	c.removePodsAtEnd(func() []string { return podIDs })
 	start := time.Now()
 	errs := parallel(restartPods, 6, func(i int) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
