@@ -6,10 +6,8 @@ import (
 	"bufio"
 	"flag"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	goruntime "runtime"
 	"sort"
 	"strconv"
@@ -222,7 +220,7 @@ func idleRound(t testing.TB, v variant, name, pprofURL, profile string) idleResu
 	profDone := make(chan error, 1)
 	if profile != "" {
 		go func() {
-			profDone <- fetchTo(fmt.Sprintf("%s/profile?seconds=%d", pprofURL, int(idleWindow.Seconds())), profile)
+			profDone <- testenv.Download(fmt.Sprintf("%s/profile?seconds=%d", pprofURL, int(idleWindow.Seconds())), profile, *idleWindow+time.Minute)
 		}()
 	}
 	before, err := v.rt.Metrics()
@@ -399,28 +397,4 @@ func sortedKeys(m map[string]float64) []string {
 	}
 	sort.Strings(keys)
 	return keys
-}
-
-// fetchTo saves a URL's body to path.
-func fetchTo(url, path string) error {
-	resp, err := http.Get(url)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }

@@ -32,6 +32,7 @@ var (
 	BuildPause          = stack.BuildPause
 	BusyboxImage        = stack.BusyboxImage
 	Dial                = stack.Dial
+	Download            = stack.Download
 	FreePort            = stack.FreePort
 	MountsUnder         = stack.MountsUnder
 	PauseImage          = stack.PauseImage

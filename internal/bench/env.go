@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -254,24 +253,7 @@ func (e *Env) HeapProfile(path string) error {
 }
 
 func (e *Env) fetchProfile(path, query string, timeout time.Duration) error {
-	client := &http.Client{Timeout: timeout}
-	resp, err := client.Get(fmt.Sprintf("http://%s/debug/pprof/%s", e.DebugAddress, query))
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("pprof: %s", resp.Status)
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return stack.Download(fmt.Sprintf("http://%s/debug/pprof/%s", e.DebugAddress, query), path, timeout)
 }
 
 // Teardown stops crishim, containerd (killing any task left) and the
