@@ -15,16 +15,16 @@ func stateName(s runtime.ContainerState) string {
 	return strings.TrimPrefix(s.String(), "CONTAINER_")
 }
 
-// imageSpec is the image as the client asked for it (annotations, the
+// imageSpecOf is the image as the client asked for it (annotations, the
 // user-specified name, runtime handler), named by the image's name rather
 // than the ID the kubelet creates containers with.
-func (e *entry) imageSpec() *runtime.ImageSpec {
+func imageSpecOf(rec *crishimpb.ContainerRecord, cfg *runtime.ContainerConfig) *runtime.ImageSpec {
 	spec := &runtime.ImageSpec{}
-	if img := e.cfg.GetImage(); img != nil {
+	if img := cfg.GetImage(); img != nil {
 		spec = proto.Clone(img).(*runtime.ImageSpec)
 	}
-	if e.rec.ImageName != "" {
-		spec.Image = e.rec.ImageName
+	if rec.ImageName != "" {
+		spec.Image = rec.ImageName
 	}
 	return spec
 }
@@ -60,7 +60,7 @@ func (m *Manager) Status(ctx context.Context, id string, verbose bool) (*runtime
 		StartedAt:   status.GetStartedAt(),
 		FinishedAt:  status.GetFinishedAt(),
 		ExitCode:    status.GetExitCode(),
-		Image:       e.imageSpec(),
+		Image:       e.image,
 		ImageRef:    e.rec.ImageRef,
 		ImageId:     e.rec.ImageId,
 		Reason:      status.GetReason(),
@@ -160,23 +160,11 @@ func (m *Manager) List(ctx context.Context, filter *runtime.ContainerFilter) ([]
 	var out []*runtime.Container
 	for _, e := range entries {
 		e.mu.Lock()
-		state := e.state
+		c := e.listed
 		e.mu.Unlock()
-		if !matches(filter, e, state) {
-			continue
+		if matches(filter, e, c.State) {
+			out = append(out, c)
 		}
-		out = append(out, &runtime.Container{
-			Id:           e.id,
-			PodSandboxId: e.rec.SandboxId,
-			Metadata:     e.cfg.GetMetadata(),
-			Image:        e.imageSpec(),
-			ImageRef:     e.rec.ImageRef,
-			ImageId:      e.rec.ImageId,
-			State:        state,
-			CreatedAt:    e.rec.CreatedAt,
-			Labels:       e.cfg.GetLabels(),
-			Annotations:  e.cfg.GetAnnotations(),
-		})
 	}
 	return out, nil
 }

@@ -34,6 +34,10 @@ type entry struct {
 	id  string
 	rec *crishimpb.ContainerRecord
 	cfg *runtime.ContainerConfig
+	// image is the image spec statuses and lists report, made once: rec
+	// and cfg never change, and the kubelet lists every container every
+	// second.
+	image *runtime.ImageSpec
 
 	// exited is closed once the container's exit (or failed start) has
 	// been recorded.
@@ -54,6 +58,14 @@ type entry struct {
 	io     *taskio.IO
 	// watched is set while an exit monitor waits for the container's task.
 	watched bool
+	// listed is the container as ListContainers reports it, shared by
+	// every call and marshalled concurrently, so it is never changed once
+	// published: a transition publishes a new one (publishListed).
+	listed *runtime.Container
+	// listedWire is listed's protobuf encoding, made with it: marshalling
+	// the label and annotation maps by reflection is most of a list's
+	// cost, and the server's codec sends these bytes instead (ListedWire).
+	listedWire []byte
 	// unknownReason and unknownMessage say why the container is UNKNOWN.
 	unknownReason, unknownMessage string
 	// postStartErr is set when crishim kills the container because its
@@ -69,13 +81,54 @@ type entry struct {
 }
 
 func newEntry(id string, rec *crishimpb.ContainerRecord, cfg *runtime.ContainerConfig, spec *specs.Spec, status *crishimpb.ContainerStatusRecord) *entry {
-	return &entry{
+	e := &entry{
 		id: id, rec: rec, cfg: cfg, spec: spec, status: status,
+		image:     imageSpecOf(rec, cfg),
 		state:     recordedState(status),
 		exited:    make(chan struct{}),
 		op:        make(chan struct{}, 1),
 		exitEvent: make(chan struct{}),
 	}
+	e.publishListed()
+	return e
+}
+
+// publishListed makes the list entry for e's current state; e.mu is held
+// (or e not yet shared). The previous entry stays as it was for the calls
+// still marshalling it.
+func (e *entry) publishListed() {
+	e.listed = &runtime.Container{
+		Id:           e.id,
+		PodSandboxId: e.rec.SandboxId,
+		Metadata:     e.cfg.GetMetadata(),
+		Image:        e.image,
+		ImageRef:     e.rec.ImageRef,
+		ImageId:      e.rec.ImageId,
+		State:        e.state,
+		CreatedAt:    e.rec.CreatedAt,
+		Labels:       e.cfg.GetLabels(),
+		Annotations:  e.cfg.GetAnnotations(),
+	}
+	// A failure (not expected of a message crishim built) leaves no
+	// encoding, and the codec marshals the message itself.
+	e.listedWire, _ = proto.Marshal(e.listed)
+}
+
+// ListedWire is the protobuf encoding of c, an item of a List result, if
+// c is still what the store lists for its container; nil otherwise.
+func (m *Manager) ListedWire(c *runtime.Container) []byte {
+	m.mu.RLock()
+	e, ok := m.containers[c.GetId()]
+	m.mu.RUnlock()
+	if !ok {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.listed != c {
+		return nil
+	}
+	return e.listedWire
 }
 
 // recordedState is the state the persisted status says the container is in.
@@ -128,6 +181,9 @@ func (m *Manager) transition(e *entry, p persist, change func(e *entry) (runtime
 	defer e.tx.Unlock()
 	e.mu.Lock()
 	ev, ok := change(e)
+	if ok {
+		e.publishListed()
+	}
 	e.mu.Unlock()
 	if !ok {
 		return false

@@ -144,6 +144,14 @@ type pod struct {
 	// whichever of the exit watcher and Stop sees the pod stop first
 	// reports it, and only that one.
 	stopReported bool
+	// listed holds the pod as ListPodSandbox reports it in each CRI state
+	// (by runtime.PodSandboxState), made on first use and shared, never
+	// changed, by every list after: all its fields but the state are fixed
+	// when the pod is made. listedWire holds their protobuf encodings,
+	// which the server's codec sends instead of marshalling the label and
+	// annotation maps again (ListedWire).
+	listed     [2]*runtime.PodSandbox
+	listedWire [2][]byte
 }
 
 // New returns a sandbox manager; Recover must run before it serves requests.
@@ -338,24 +346,58 @@ func (m *Manager) verboseInfo(p *pod) (string, error) {
 func (m *Manager) List(ctx context.Context, filter *runtime.PodSandboxFilter) ([]*runtime.PodSandbox, error) {
 	var out []*runtime.PodSandbox
 	for _, p := range m.store.all() {
-		// The kubelet lists every second: the metadata and maps are
-		// shared, not copied, as a pod's config never changes once it is
-		// published and the list is only read (marshalled).
-		s := &runtime.PodSandbox{
-			Id:             p.id,
-			Metadata:       p.cfg.GetMetadata(),
-			State:          p.getState().cri(),
-			CreatedAt:      p.createdAt.UnixNano(),
-			Labels:         p.cfg.GetLabels(),
-			Annotations:    p.cfg.GetAnnotations(),
-			RuntimeHandler: p.handler,
-		}
+		s := p.listedItem()
 		if matches(filter, s) {
 			out = append(out, s)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt < out[j].CreatedAt })
 	return out, nil
+}
+
+// listedItem is p as ListPodSandbox reports it now. The kubelet lists
+// every second: the item is made once per CRI state and shared, as the
+// list is only read (marshalled).
+func (p *pod) listedItem() *runtime.PodSandbox {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := p.state.cri()
+	if it := p.listed[st]; it != nil {
+		return it
+	}
+	it := &runtime.PodSandbox{
+		Id:             p.id,
+		Metadata:       p.cfg.GetMetadata(),
+		State:          st,
+		CreatedAt:      p.createdAt.UnixNano(),
+		Labels:         p.cfg.GetLabels(),
+		Annotations:    p.cfg.GetAnnotations(),
+		RuntimeHandler: p.handler,
+	}
+	p.listed[st] = it
+	// A failure (not expected of a message crishim built) leaves no
+	// encoding, and the codec marshals the item itself.
+	p.listedWire[st], _ = proto.Marshal(it)
+	return it
+}
+
+// ListedWire is the protobuf encoding of it, an item of a List result,
+// if it is what the store lists for that pod in that state; nil otherwise.
+func (m *Manager) ListedWire(it *runtime.PodSandbox) []byte {
+	p, ok := m.store.get(it.GetId())
+	if !ok {
+		return nil
+	}
+	st := it.GetState()
+	if st != runtime.PodSandboxState_SANDBOX_READY && st != runtime.PodSandboxState_SANDBOX_NOTREADY {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.listed[st] != it {
+		return nil
+	}
+	return p.listedWire[st]
 }
 
 func copyMap(in map[string]string) map[string]string {

@@ -84,6 +84,7 @@ func New(ctx context.Context, cfg config.Config) (*Server, error) {
 		grpc.ForceServerCodecV2(newListCodec()),
 		grpc.ChainUnaryInterceptor(s.metricsUnary, unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.metricsStream, streamInterceptor),
+		grpc.ForceServerCodecV2(newListCodec(s)),
 	)
 	runtime.RegisterRuntimeServiceServer(s.grpc, s)
 	runtime.RegisterImageServiceServer(s.grpc, &imageService{s: s})
