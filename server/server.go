@@ -81,7 +81,6 @@ func New(ctx context.Context, cfg config.Config) (*Server, error) {
 		// 30 pods; a worker per CPU serves them on goroutines whose stacks
 		// have already grown, instead of a new goroutine per call.
 		grpc.NumStreamWorkers(uint32(goruntime.NumCPU())),
-		grpc.ForceServerCodecV2(newListCodec()),
 		grpc.ChainUnaryInterceptor(s.metricsUnary, unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.metricsStream, streamInterceptor),
 		grpc.ForceServerCodecV2(newListCodec(s)),
