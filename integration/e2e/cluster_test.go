@@ -111,7 +111,15 @@ func TestCluster(t *testing.T) {
 	// its preStop; the kubelet reports that last status before it deletes
 	// the pod.
 	// 3 replaced by each of set image, restart and undo, 3 deleted at the end.
-	gone := watch.deletedPods("web")
+	// The list can come back empty before the watch has delivered the
+	// last DELETED events.
+	var gone []Pod
+	if err := testenv.Poll(time.Minute, 100*time.Millisecond, "the pod watch saw every web pod deleted", func() (bool, error) {
+		gone = watch.deletedPods("web")
+		return len(gone) == watch.seen("web"), nil
+	}); err != nil {
+		t.Error(err)
+	}
 	if len(gone) < 12 {
 		t.Errorf("the pod watch saw %d web pods deleted, want 12", len(gone))
 	}
@@ -437,6 +445,19 @@ func (w *podWatch) watch(ctx context.Context, cp *ControlPlane, rv string) strin
 		}
 		w.mu.Unlock()
 	}
+}
+
+// seen counts the pods labelled app=label the watch has seen.
+func (w *podWatch) seen(app string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, p := range w.last {
+		if p.Metadata.Labels["app"] == app {
+			n++
+		}
+	}
+	return n
 }
 
 // deletedPods are the deleted pods labelled app=label, as last seen.
