@@ -30,23 +30,17 @@ func readCgroupV1(root, dir string, at time.Time) (Sample, error) {
 	r := newFileReader()
 	mem := filepath.Join(root, "memory", dir)
 	var limitRaw uint64
-	for _, f := range []struct {
-		path string
-		into *uint64
-	}{
-		{filepath.Join(root, "cpuacct", dir, "cpuacct.usage"), &s.CPU},
-		{filepath.Join(mem, "memory.usage_in_bytes"), &s.MemoryUsage},
-		{filepath.Join(mem, "memory.limit_in_bytes"), &limitRaw},
-		{filepath.Join(root, "pids", dir, "pids.current"), &s.Processes},
-	} {
-		v, err := r.uint(f.path)
-		if err != nil {
-			return Sample{}, err
-		}
-		*f.into = v
+	err := r.uints(
+		uintFile{filepath.Join(root, "cpuacct", dir, "cpuacct.usage"), &s.CPU},
+		uintFile{filepath.Join(mem, "memory.usage_in_bytes"), &s.MemoryUsage},
+		uintFile{filepath.Join(mem, "memory.limit_in_bytes"), &limitRaw},
+		uintFile{filepath.Join(root, "pids", dir, "pids.current"), &s.Processes},
+	)
+	if err != nil {
+		return Sample{}, err
 	}
 	var inactiveFile uint64
-	err := r.keyed(filepath.Join(mem, "memory.stat"), []keyedValue{
+	err = r.keyed(filepath.Join(mem, "memory.stat"), []keyedValue{
 		{"total_inactive_file", &inactiveFile},
 		{"total_rss", &s.RSS},
 		{"pgfault", &s.PageFaults},
@@ -69,22 +63,16 @@ func readCgroupV2(dir string, at time.Time) (Sample, error) {
 	}
 	s.CPU = usageUsec * 1000
 	var limitRaw uint64
-	for _, f := range []struct {
-		path string
-		into *uint64
-	}{
-		{filepath.Join(dir, "memory.current"), &s.MemoryUsage},
-		{filepath.Join(dir, "memory.max"), &limitRaw},
-		{filepath.Join(dir, "pids.current"), &s.Processes},
-	} {
-		v, err := r.uint(f.path)
-		if err != nil {
-			return Sample{}, err
-		}
-		*f.into = v
+	err := r.uints(
+		uintFile{filepath.Join(dir, "memory.current"), &s.MemoryUsage},
+		uintFile{filepath.Join(dir, "memory.max"), &limitRaw},
+		uintFile{filepath.Join(dir, "pids.current"), &s.Processes},
+	)
+	if err != nil {
+		return Sample{}, err
 	}
 	var inactiveFile uint64
-	err := r.keyed(filepath.Join(dir, "memory.stat"), []keyedValue{
+	err = r.keyed(filepath.Join(dir, "memory.stat"), []keyedValue{
 		{"inactive_file", &inactiveFile},
 		{"anon", &s.RSS},
 		{"pgfault", &s.PageFaults},
@@ -107,6 +95,24 @@ type fileReader struct {
 }
 
 func newFileReader() *fileReader { return &fileReader{buf: make([]byte, 0, 4096)} }
+
+// uintFile is a file holding one number, and where it goes.
+type uintFile struct {
+	path string
+	into *uint64
+}
+
+// uints reads each file's number into its place; the first error ends it.
+func (r *fileReader) uints(files ...uintFile) error {
+	for _, f := range files {
+		v, err := r.uint(f.path)
+		if err != nil {
+			return err
+		}
+		*f.into = v
+	}
+	return nil
+}
 
 // read returns the content of path, valid until the next read.
 func (r *fileReader) read(path string) ([]byte, error) {
