@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"syscall"
+	"time"
 
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/errdefs"
@@ -114,6 +116,12 @@ func killPause(ctx context.Context, client *containerd.Client, c containerd.Cont
 	t, err := c.Task(ctx, nil)
 	if err == nil {
 		_, err = t.Delete(ctx, containerd.WithProcessKill)
+		if err != nil && !errdefs.IsNotFound(err) {
+			// WithProcessKill stops waiting for the exit when its wait
+			// fails, as it can on a shim that was stalled, and the delete
+			// then finds the pause still running.
+			err = killThenDelete(ctx, t)
+		}
 	}
 	if err == nil {
 		return nil
@@ -122,6 +130,33 @@ func killPause(ctx context.Context, client *containerd.Client, c containerd.Cont
 	// earlier delete was abandoned, or the shim gone under a concurrent
 	// delete (the exit watcher's): DeleteTask settles both.
 	return lifecycle.DeleteTask(ctx, client, c.ID())
+}
+
+// killThenDelete kills the task and deletes it once containerd reports it
+// stopped, asking for the status instead of holding a wait.
+func killThenDelete(ctx context.Context, t containerd.Task) error {
+	if err := t.Kill(ctx, syscall.SIGKILL, containerd.WithKillAll); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("kill pause task: %w", err)
+	}
+	for {
+		st, err := t.Status(ctx)
+		if errdefs.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("pause task status: %w", err)
+		}
+		if st.Status == containerd.Stopped {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for the pause task to stop: %w", ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	_, err := t.Delete(ctx)
+	return err
 }
 
 // Remove deletes a stopped-or-not sandbox and everything it owns; absent is not an error.
