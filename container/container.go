@@ -448,6 +448,7 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		return fmt.Errorf("create task for container %s: %w", e.id, err)
 	}
 	created := time.Since(began)
+	m.sealRootUsage(e)
 	if err := task.Start(ctx); err != nil {
 		cctx, cancel := m.cleanupCtx()
 		defer cancel()

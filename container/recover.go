@@ -172,6 +172,7 @@ func (m *Manager) attach(ctx context.Context, e *entry, c containerd.Container) 
 			return fmt.Errorf("re-attach the task's IO: %w", err)
 		}
 		tio, _ := task.IO().(*taskio.IO)
+		m.sealRootUsage(e)
 		// A start recorded only in the task (crash right after it) is
 		// persisted by the monitor.
 		newStart := m.markRunning(e, task.Pid(), tio)

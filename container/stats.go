@@ -21,10 +21,40 @@ type snapshotterRooter interface {
 	SnapshotterRoot(ctx context.Context) string
 }
 
-// activeUsager is the optional part of the image service that measures a
-// writable layer without asking containerd where it can.
-type activeUsager interface {
-	ActiveUsage(ctx context.Context, key string) (snapshots.Usage, error)
+// recentUsager is the optional part of the image service that measures a
+// writable layer without asking containerd where it can, and reports a
+// measurement younger than maxAge instead of walking the layer again.
+type recentUsager interface {
+	RecentUsage(ctx context.Context, key string, maxAge time.Duration) (snapshots.Usage, error)
+}
+
+// listStatsReuse is how old a writable layer's measurement the kubelet's
+// periodic stats of every container (ListContainerStats, about every 10 s)
+// and pod stats still get: walking every layer at each round was the
+// largest part of crishim's CPU on an idle node. A layer is thus walked
+// every other round, and reported up to 15 s late, where containerd's CRI
+// plugin reports what it collected up to 10 s before. ContainerStats, and
+// ListContainerStats for one container ID, always walk afresh.
+const listStatsReuse = 15 * time.Second
+
+// usageSealer is the optional part of the image service that learns when
+// a snapshot has become a read-only root, whose usage then stays as it is.
+type usageSealer interface {
+	SealUsage(key string)
+}
+
+// sealRootUsage tells the image service that e's writable layer can no
+// longer change, if its root is read-only: its task exists, so runc has
+// made its mount points in it.
+func (m *Manager) sealRootUsage(e *entry) {
+	s, ok := m.images.(usageSealer)
+	if !ok {
+		return
+	}
+	if spec := e.currentSpec(); spec == nil || spec.Root == nil || !spec.Root.Readonly {
+		return
+	}
+	s.SealUsage(e.id)
 }
 
 func (m *Manager) snapshotter() string { return runtimeopts.Snapshotter(m.cfg.Snapshotter) }
@@ -36,7 +66,7 @@ func (m *Manager) Stats(ctx context.Context, id string) (*runtime.ContainerStats
 	if err != nil {
 		return nil, err
 	}
-	out, _, err := m.statsOf(m.nsCtx(ctx), []*entry{e})
+	out, _, err := m.statsOf(m.nsCtx(ctx), []*entry{e}, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -54,7 +84,11 @@ func (m *Manager) ListStats(ctx context.Context, filter *runtime.ContainerStatsF
 	}
 	m.mu.RUnlock()
 	entries = runningOnly(entries)
-	out, _, err := m.statsOf(m.nsCtx(ctx), entries)
+	reuse := listStatsReuse
+	if filter.GetId() != "" {
+		reuse = 0
+	}
+	out, _, err := m.statsOf(m.nsCtx(ctx), entries, reuse)
 	if err != nil {
 		return nil, err
 	}
@@ -68,7 +102,7 @@ func (m *Manager) ListStats(ctx context.Context, filter *runtime.ContainerStatsF
 // PodStats reports the running containers of pod podID and the sum of
 // their cgroup samples, for pod stats.
 func (m *Manager) PodStats(ctx context.Context, podID string) ([]*runtime.ContainerStats, stats.Sample, error) {
-	out, samples, err := m.statsOf(m.nsCtx(ctx), runningOnly(m.podEntries(podID)))
+	out, samples, err := m.statsOf(m.nsCtx(ctx), runningOnly(m.podEntries(podID)), listStatsReuse)
 	var sum stats.Sample
 	for _, s := range samples {
 		sum = sum.Add(s)
@@ -103,9 +137,10 @@ func statsFilterMatches(f *runtime.ContainerStatsFilter, e *entry) bool {
 }
 
 // statsOf reads the cgroups of all entries and adds each writable layer's
-// usage. Containers that are not running, or whose cgroup crishim cannot
-// read where their spec put it, are asked of containerd, all in one call.
-func (m *Manager) statsOf(ctx context.Context, entries []*entry) ([]*runtime.ContainerStats, map[string]stats.Sample, error) {
+// usage, measured at most layerReuse ago. Containers that are not
+// running, or whose cgroup crishim cannot read where their spec put it,
+// are asked of containerd, all in one call.
+func (m *Manager) statsOf(ctx context.Context, entries []*entry, layerReuse time.Duration) ([]*runtime.ContainerStats, map[string]stats.Sample, error) {
 	if len(entries) == 0 {
 		return nil, nil, nil
 	}
@@ -128,8 +163,10 @@ func (m *Manager) statsOf(ctx context.Context, entries []*entry) ([]*runtime.Con
 		fsRoot = r.SnapshotterRoot(ctx)
 	}
 	usage := m.client.SnapshotService(m.snapshotter()).Usage
-	if u, ok := m.images.(activeUsager); ok {
-		usage = u.ActiveUsage
+	if u, ok := m.images.(recentUsager); ok {
+		usage = func(ctx context.Context, key string) (snapshots.Usage, error) {
+			return u.RecentUsage(ctx, key, layerReuse)
+		}
 	}
 	out := make([]*runtime.ContainerStats, 0, len(entries))
 	for _, e := range entries {
@@ -176,7 +213,7 @@ func (m *Manager) readCgroup(e *entry) (stats.Sample, error) {
 	if err != nil {
 		return stats.Sample{}, err
 	}
-	return stats.ReadCgroup(m.cgroupRoot, dir, m.cgroupV2, time.Now())
+	return stats.ReadCgroup(m.cgroupRoot, dir, m.cgroupV2, false, time.Now())
 }
 
 // taskSamples asks containerd for the task metrics matching filters, in

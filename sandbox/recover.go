@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"time"
@@ -9,6 +10,7 @@ import (
 	tasks "github.com/containerd/containerd/api/services/tasks/v1"
 	tasktypes "github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/typeurl/v2"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crishim/crishim/internal/faultpoint"
@@ -72,7 +74,7 @@ func (m *Manager) registerName(p *pod) {
 // the copy of the record in the pod's directory when containerd's could
 // not be read - for the store to keep as Unknown.
 func (m *Manager) recoverOne(ctx context.Context, id string) (*pod, error) {
-	rec, cfg, err := m.readStoredRecord(ctx, id)
+	rec, cfg, roRoot, err := m.readStoredRecord(ctx, id)
 	if err != nil {
 		if crec, ccfg, cerr := readRecordCopy(m.recordCopyPath(id)); cerr == nil && crec.GetId() == id {
 			return m.podFromRecord(id, crec, ccfg), err
@@ -98,6 +100,9 @@ func (m *Manager) recoverOne(ctx context.Context, id string) (*pod, error) {
 		}
 		proc := resp.GetProcess()
 		p.pid = proc.GetPid()
+		if roRoot {
+			m.sealRootUsage(id)
+		}
 		if proc.GetStatus() == tasktypes.Status_RUNNING && p.state != stateStopped {
 			p.state = stateReady
 		}
@@ -117,26 +122,42 @@ func (m *Manager) recoverOne(ctx context.Context, id string) (*pod, error) {
 	return p, nil
 }
 
-// readStoredRecord reads and decodes pod id's record from containerd.
-func (m *Manager) readStoredRecord(ctx context.Context, id string) (*crishimpb.SandboxRecord, *runtime.PodSandboxConfig, error) {
+// readStoredRecord reads and decodes pod id's record from containerd, and
+// tells whether its pause's spec has a read-only root (pods made before
+// every pause root was read-only have a writable one).
+func (m *Manager) readStoredRecord(ctx context.Context, id string) (*crishimpb.SandboxRecord, *runtime.PodSandboxConfig, bool, error) {
 	if err := faultpoint.Hit(fpRecoverInfo); err != nil {
-		return nil, nil, fmt.Errorf("read sandbox record: %w", err)
+		return nil, nil, false, fmt.Errorf("read sandbox record: %w", err)
 	}
 	info, err := m.client.ContainerService().Get(ctx, id)
 	if err != nil {
-		return nil, nil, fmt.Errorf("read sandbox record: %w", err)
+		return nil, nil, false, fmt.Errorf("read sandbox record: %w", err)
 	}
 	if err := faultpoint.Hit(fpRecoverDecode); err != nil {
-		return nil, nil, fmt.Errorf("decode sandbox record: %w", err)
+		return nil, nil, false, fmt.Errorf("decode sandbox record: %w", err)
 	}
 	rec, cfg, err := readRecord(info)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
 	if rec.GetId() != id {
-		return nil, nil, fmt.Errorf("record of sandbox %s names sandbox %q", id, rec.GetId())
+		return nil, nil, false, fmt.Errorf("record of sandbox %s names sandbox %q", id, rec.GetId())
 	}
-	return rec, cfg, nil
+	return rec, cfg, specRootReadonly(info.Spec), nil
+}
+
+// specRootReadonly tells whether a containerd container's OCI spec mounts
+// its root read-only; only that field is decoded.
+func specRootReadonly(spec typeurl.Any) bool {
+	if spec == nil {
+		return false
+	}
+	var s struct {
+		Root *struct {
+			Readonly bool `json:"readonly"`
+		} `json:"root"`
+	}
+	return json.Unmarshal(spec.GetValue(), &s) == nil && s.Root != nil && s.Root.Readonly
 }
 
 // podFromRecord is the pod a record describes, NotReady until its pause

@@ -305,6 +305,7 @@ func (m *Manager) startPause(ctx context.Context, c containerd.Container, undos 
 		}
 		return nil
 	})
+	m.sealRootUsage(c.ID())
 	if err := task.Start(ctx); err != nil {
 		return nil, fmt.Errorf("start pause container for pod %s: %w", c.ID(), err)
 	}

@@ -77,6 +77,20 @@ type sandboxImages interface {
 	EnsureSandboxImage(ctx context.Context, ref string) (*image.Local, error)
 }
 
+// usageSealer is the optional part of the image service that learns when
+// a snapshot has become a read-only root, whose usage then stays as it is.
+type usageSealer interface {
+	SealUsage(key string)
+}
+
+// sealRootUsage tells the image service that pod id's pause root, always
+// read-only, has its mount points made: its task exists.
+func (m *Manager) sealRootUsage(id string) {
+	if s, ok := m.images.(usageSealer); ok {
+		s.SealUsage(id)
+	}
+}
+
 // Manager owns every pod sandbox in crishim's containerd namespace.
 type Manager struct {
 	client *containerd.Client

@@ -367,6 +367,9 @@ func TestPauseSpecPodNetwork(t *testing.T) {
 	if s.Linux.Seccomp != nil {
 		t.Error("seccomp profile set though the pod asked for none")
 	}
+	if s.Root == nil || !s.Root.Readonly {
+		t.Errorf("root = %+v, want read-only though the pod did not ask for it", s.Root)
+	}
 	for k, v := range map[string]string{
 		annotationContainerType: "sandbox", annotationSandboxID: "abc",
 		annotationSandboxName: "web", annotationSandboxNamespace: "ns", annotationSandboxUID: "uid-web",

@@ -72,12 +72,12 @@ func (p pauseSpec) specOpts() ([]oci.SpecOpts, error) {
 		withResources(p.Config.GetLinux().GetResources()),
 		oci.WithNoNewPrivileges,
 		oci.WithAnnotations(pauseAnnotations(p.ID, p.Config)),
+		// The pause writes nothing, and a root nothing can write to has a
+		// usage that is measured once (image.Service.SealUsage).
+		oci.WithRootFSReadonly(),
 	}
 	if !hostNetwork(p.Config) {
 		opts = append(opts, oci.WithHostname(p.Hostname))
-	}
-	if sc.GetReadonlyRootfs() {
-		opts = append(opts, oci.WithRootFSReadonly())
 	}
 	if sc.GetPrivileged() {
 		opts = append(opts, withPrivileged)

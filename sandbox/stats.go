@@ -99,7 +99,7 @@ func (m *Manager) Stats(ctx context.Context, id string, containers []*runtime.Co
 // where the pause's spec put them.
 func (m *Manager) pauseSample(ctx context.Context, id, parent string) (stats.Sample, error) {
 	if dir, err := cgroup.Path(cgroup.OCIPath(m.cfg.CgroupDriver, parent, id), m.cfg.CgroupDriver); err == nil {
-		if s, err := stats.ReadCgroup(cgroup.Root, dir, m.cgroupV2, time.Now()); err == nil {
+		if s, err := stats.ReadCgroup(cgroup.Root, dir, m.cgroupV2, true, time.Now()); err == nil {
 			return s, nil
 		}
 	}

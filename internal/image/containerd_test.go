@@ -293,3 +293,101 @@ func TestContainerdConcurrentPulls(t *testing.T) {
 		}
 	}
 }
+
+// TestContainerdLayerUsage checks what ImageFsInfo and container stats
+// see of a writable layer: a fresh walk for ActiveUsage, ImageFsInfo
+// counting what the last one found, a removed layer gone at once, and a
+// sealed (read-only root) layer measured once more after its seal and
+// then kept.
+func TestContainerdLayerUsage(t *testing.T) {
+	svc, ctx := realService(t)
+	sn := svc.client.SnapshotService(svc.cfg.Snapshotter)
+	key := "layer-usage-" + strings.ReplaceAll(t.Name(), "/", "-")
+	mounts, err := sn.Prepare(ctx, key, "")
+	if err != nil {
+		t.Fatalf("prepare snapshot: %v", err)
+	}
+	removed := false
+	t.Cleanup(func() {
+		if !removed {
+			_ = sn.Remove(context.WithoutCancel(ctx), key)
+		}
+	})
+	dir := upperDir(mounts)
+	if dir == "" {
+		t.Fatalf("no upper directory in %+v", mounts)
+	}
+	write := func(name string, size int) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), make([]byte, size), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fsTotal := func() uint64 {
+		t.Helper()
+		fs, err := svc.FsInfo(ctx)
+		if err != nil {
+			t.Fatalf("FsInfo: %v", err)
+		}
+		return fs[0].GetUsedBytes().GetValue()
+	}
+	const mib = 1 << 20
+
+	before, err := svc.ActiveUsage(ctx, key)
+	if err != nil {
+		t.Fatalf("ActiveUsage: %v", err)
+	}
+	total := fsTotal()
+	write("a", mib)
+	after, err := svc.ActiveUsage(ctx, key)
+	if err != nil {
+		t.Fatalf("ActiveUsage: %v", err)
+	}
+	if after.Size < before.Size+mib || after.Inodes != before.Inodes+1 {
+		t.Fatalf("after writing 1 MiB: usage %+v, before %+v", after, before)
+	}
+	// ImageFsInfo reports what the container stats just measured.
+	if got := fsTotal(); got < total+mib {
+		t.Errorf("ImageFsInfo used bytes %d after the layer grew by 1 MiB, was %d", got, total)
+	}
+
+	// The kubelet's periodic stats take a walk younger than their bound
+	// instead of walking again; a bound of zero always walks.
+	write("r", mib)
+	if u, err := svc.RecentUsage(ctx, key, time.Minute); err != nil || u != after {
+		t.Errorf("RecentUsage within a minute of the last walk: %+v, %v; want that walk's %+v", u, err, after)
+	}
+	if u, err := svc.RecentUsage(ctx, key, 0); err != nil || u.Size < after.Size+mib {
+		t.Errorf("RecentUsage with no bound: %+v, %v; want the new MiB over %+v", u, err, after)
+	}
+	if after, err = svc.ActiveUsage(ctx, key); err != nil {
+		t.Fatalf("ActiveUsage: %v", err)
+	}
+
+	// A walk before the seal is not final; the first one after it is.
+	svc.SealUsage(key)
+	write("b", mib)
+	sealed, err := svc.ActiveUsage(ctx, key)
+	if err != nil {
+		t.Fatalf("ActiveUsage: %v", err)
+	}
+	if sealed.Size < after.Size+mib {
+		t.Fatalf("first walk after the seal: usage %+v, want the second MiB over %+v", sealed, after)
+	}
+	write("c", mib)
+	if u, _ := svc.ActiveUsage(ctx, key); u != sealed {
+		t.Errorf("sealed layer measured again: %+v, want the usage kept %+v", u, sealed)
+	}
+
+	withLayer := fsTotal()
+	if err := sn.Remove(ctx, key); err != nil {
+		t.Fatalf("remove snapshot: %v", err)
+	}
+	removed = true
+	if got := fsTotal(); got > withLayer-uint64(sealed.Size) {
+		t.Errorf("ImageFsInfo used bytes %d after removing a layer of %d bytes, was %d", got, sealed.Size, withLayer)
+	}
+	if _, err := svc.ActiveUsage(ctx, key); !errdefs.IsNotFound(err) {
+		t.Errorf("ActiveUsage of a removed layer: %v, want NotFound", err)
+	}
+}

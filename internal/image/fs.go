@@ -39,7 +39,7 @@ func (s *Service) FsInfo(ctx context.Context) ([]*runtime.FilesystemUsage, error
 		var err error
 		if info.Kind == snapshots.KindActive {
 			active[info.Name] = true
-			u, err = s.ActiveUsage(ctx, info.Name)
+			u, err = s.RecentUsage(ctx, info.Name, fsInfoReuse)
 		} else {
 			u, err = sn.Usage(ctx, info.Name)
 		}
@@ -64,13 +64,13 @@ func (s *Service) FsInfo(ctx context.Context) ([]*runtime.FilesystemUsage, error
 			delete(s.committedUsage, name)
 		}
 	}
-	s.upperMu.Lock()
-	for key := range s.upperDirs {
+	s.layersMu.Lock()
+	for key := range s.layers {
 		if !active[key] {
-			delete(s.upperDirs, key)
+			delete(s.layers, key)
 		}
 	}
-	s.upperMu.Unlock()
+	s.layersMu.Unlock()
 	return []*runtime.FilesystemUsage{{
 		Timestamp:  time.Now().UnixNano(),
 		FsId:       &runtime.FilesystemIdentifier{Mountpoint: root},

@@ -72,8 +72,8 @@ type Service struct {
 	fsRoot         string
 	committedUsage map[string]snapshots.Usage // committed snapshots never change
 
-	upperMu   sync.Mutex
-	upperDirs map[string]string // active overlayfs snapshots' upper directories, by key
+	layersMu sync.Mutex
+	layers   map[string]*layer // active overlayfs snapshots crishim measures itself, by key
 }
 
 // New returns an image service; client must carry crishim's namespace as its default.
@@ -89,7 +89,7 @@ func New(client *containerd.Client, cfg Config) *Service {
 		unpacked:       map[digest.Digest]bool{},
 		pulling:        map[string]*refLock{},
 		committedUsage: map[string]snapshots.Usage{},
-		upperDirs:      map[string]string{},
+		layers:         map[string]*layer{},
 	}
 }
 

@@ -3,6 +3,7 @@ package image
 import (
 	"context"
 	"strings"
+	"time"
 
 	"github.com/containerd/containerd/mount"
 	"github.com/containerd/containerd/snapshots"
@@ -17,6 +18,30 @@ func (s *Service) SnapshotterRoot(ctx context.Context) string { return s.snapsho
 // itself.
 const overlayfs = "overlayfs"
 
+// fsInfoReuse is how old a writable layer's measurement ImageFsInfo still
+// reports rather than walking the layer again. The kubelet asks for
+// ImageFsInfo and for every container's stats (which walk the same
+// layers) together about every 10 s; walking each layer again for
+// ImageFsInfo was a fifth of crishim's CPU on an idle node. containerd's
+// CRI plugin reports usage it collects every 10 s.
+const fsInfoReuse = 15 * time.Second
+
+// layer is what crishim knows of an active overlayfs snapshot.
+type layer struct {
+	dir string // the upper directory, found once from the mounts
+	// usage is the last walk of dir, at measuredAt.
+	usage      snapshots.Usage
+	measuredAt time.Time
+	// sealedAt is when the snapshot became a read-only root (SealUsage);
+	// a walk after it stays true for the snapshot's life.
+	sealedAt time.Time
+}
+
+// final tells whether l's usage can no longer change.
+func (l *layer) final() bool {
+	return !l.sealedAt.IsZero() && l.measuredAt.After(l.sealedAt)
+}
+
 // ActiveUsage is the space and inodes that active snapshot key (a
 // container's writable layer, a pause's root) uses. For the overlayfs
 // snapshotter containerd computes it as a walk of the snapshot's upper
@@ -25,14 +50,50 @@ const overlayfs = "overlayfs"
 // and ImageFsInfo a containerd round trip per layer. Other snapshotters,
 // and a directory that went away, are asked of containerd.
 func (s *Service) ActiveUsage(ctx context.Context, key string) (snapshots.Usage, error) {
+	return s.RecentUsage(ctx, key, 0)
+}
+
+// SealUsage records that snapshot key is from now on mounted read-only
+// as a container's root: runc has made its mount points in it, and
+// nothing can write to it any more, so one more walk is its usage for
+// good. The pause containers' roots are, which halves the layers
+// ImageFsInfo walks.
+func (s *Service) SealUsage(key string) {
+	if s.cfg.Snapshotter != overlayfs {
+		return
+	}
+	now := time.Now()
+	s.layersMu.Lock()
+	defer s.layersMu.Unlock()
+	if l, ok := s.layers[key]; ok {
+		if l.sealedAt.IsZero() {
+			l.sealedAt = now
+		}
+		return
+	}
+	s.layers[key] = &layer{sealedAt: now}
+}
+
+// RecentUsage is ActiveUsage, except that a measurement younger than
+// maxAge, or a final one, is reported instead of walking again.
+func (s *Service) RecentUsage(ctx context.Context, key string, maxAge time.Duration) (snapshots.Usage, error) {
 	sn := s.client.SnapshotService(s.cfg.Snapshotter)
 	if s.cfg.Snapshotter != overlayfs {
 		return sn.Usage(ctx, key)
 	}
-	s.upperMu.Lock()
-	dir, ok := s.upperDirs[key]
-	s.upperMu.Unlock()
-	if !ok {
+	s.layersMu.Lock()
+	l, ok := s.layers[key]
+	var dir string
+	if ok {
+		if l.final() || (maxAge > 0 && !l.measuredAt.IsZero() && time.Since(l.measuredAt) < maxAge) {
+			u := l.usage
+			s.layersMu.Unlock()
+			return u, nil
+		}
+		dir = l.dir
+	}
+	s.layersMu.Unlock()
+	if dir == "" {
 		mounts, err := sn.Mounts(ctx, key)
 		if err != nil {
 			return snapshots.Usage{}, err
@@ -40,23 +101,33 @@ func (s *Service) ActiveUsage(ctx context.Context, key string) (snapshots.Usage,
 		if dir = upperDir(mounts); dir == "" {
 			return sn.Usage(ctx, key)
 		}
-		s.upperMu.Lock()
-		s.upperDirs[key] = dir
-		s.upperMu.Unlock()
 	}
+	start := time.Now()
 	du, err := fs.DiskUsage(ctx, dir)
 	if err != nil {
 		// Removed, or removed and made again under the same key.
-		s.forgetUpperDir(key)
+		s.forgetLayer(key)
 		return sn.Usage(ctx, key)
 	}
+	s.layersMu.Lock()
+	if l, ok = s.layers[key]; !ok {
+		l = &layer{}
+		s.layers[key] = l
+	}
+	l.dir = dir
+	// The walk's start is its time: a write during it may be missed, so
+	// only a walk begun after the seal is final.
+	if start.After(l.measuredAt) {
+		l.usage, l.measuredAt = snapshots.Usage(du), start
+	}
+	s.layersMu.Unlock()
 	return snapshots.Usage(du), nil
 }
 
-func (s *Service) forgetUpperDir(key string) {
-	s.upperMu.Lock()
-	delete(s.upperDirs, key)
-	s.upperMu.Unlock()
+func (s *Service) forgetLayer(key string) {
+	s.layersMu.Lock()
+	delete(s.layers, key)
+	s.layersMu.Unlock()
 }
 
 // upperDir is the writable directory of an overlayfs snapshot's mounts:

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -18,24 +19,34 @@ import (
 // one Decode would make of them, without a round trip to containerd and a
 // shim per container. Any file missing or unreadable is an error: the
 // caller then asks containerd, which knows cgroups this reader does not.
-func ReadCgroup(root, dir string, v2 bool, at time.Time) (Sample, error) {
+// The process count (pids.current) is read only when processes is set:
+// the CRI reports it for pods, not for containers.
+func ReadCgroup(root, dir string, v2, processes bool, at time.Time) (Sample, error) {
+	r := readers.Get().(*fileReader)
+	defer readers.Put(r)
 	if v2 {
-		return readCgroupV2(filepath.Join(root, dir), at)
+		return r.cgroupV2(filepath.Join(root, dir), processes, at)
 	}
-	return readCgroupV1(root, dir, at)
+	return r.cgroupV1(root, dir, processes, at)
 }
 
-func readCgroupV1(root, dir string, at time.Time) (Sample, error) {
+// readers keeps file readers, with their buffers, between the reads of
+// the kubelet's periodic stats of every container.
+var readers = sync.Pool{New: func() any { return newFileReader() }}
+
+func (r *fileReader) cgroupV1(root, dir string, processes bool, at time.Time) (Sample, error) {
 	s := Sample{At: at}
-	r := newFileReader()
 	mem := filepath.Join(root, "memory", dir)
 	var limitRaw uint64
-	err := r.uints(
-		uintFile{filepath.Join(root, "cpuacct", dir, "cpuacct.usage"), &s.CPU},
-		uintFile{filepath.Join(mem, "memory.usage_in_bytes"), &s.MemoryUsage},
-		uintFile{filepath.Join(mem, "memory.limit_in_bytes"), &limitRaw},
-		uintFile{filepath.Join(root, "pids", dir, "pids.current"), &s.Processes},
-	)
+	files := []uintFile{
+		{filepath.Join(root, "cpuacct", dir, "cpuacct.usage"), &s.CPU},
+		{filepath.Join(mem, "memory.usage_in_bytes"), &s.MemoryUsage},
+		{filepath.Join(mem, "memory.limit_in_bytes"), &limitRaw},
+	}
+	if processes {
+		files = append(files, uintFile{filepath.Join(root, "pids", dir, "pids.current"), &s.Processes})
+	}
+	err := r.uints(files...)
 	if err != nil {
 		return Sample{}, err
 	}
@@ -54,20 +65,22 @@ func readCgroupV1(root, dir string, at time.Time) (Sample, error) {
 	return s, nil
 }
 
-func readCgroupV2(dir string, at time.Time) (Sample, error) {
+func (r *fileReader) cgroupV2(dir string, processes bool, at time.Time) (Sample, error) {
 	s := Sample{At: at}
-	r := newFileReader()
 	var usageUsec uint64
 	if err := r.keyed(filepath.Join(dir, "cpu.stat"), []keyedValue{{"usage_usec", &usageUsec}}); err != nil {
 		return Sample{}, err
 	}
 	s.CPU = usageUsec * 1000
 	var limitRaw uint64
-	err := r.uints(
-		uintFile{filepath.Join(dir, "memory.current"), &s.MemoryUsage},
-		uintFile{filepath.Join(dir, "memory.max"), &limitRaw},
-		uintFile{filepath.Join(dir, "pids.current"), &s.Processes},
-	)
+	files := []uintFile{
+		{filepath.Join(dir, "memory.current"), &s.MemoryUsage},
+		{filepath.Join(dir, "memory.max"), &limitRaw},
+	}
+	if processes {
+		files = append(files, uintFile{filepath.Join(dir, "pids.current"), &s.Processes})
+	}
+	err := r.uints(files...)
 	if err != nil {
 		return Sample{}, err
 	}

@@ -31,12 +31,12 @@ func BenchmarkReadCgroup(b *testing.B) {
 		}
 		b.Cleanup(func() { os.Remove(d) })
 	}
-	if _, err := ReadCgroup(root, dir, v2, time.Now()); err != nil {
+	if _, err := ReadCgroup(root, dir, v2, false, time.Now()); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := ReadCgroup(root, dir, v2, time.Now()); err != nil {
+		if _, err := ReadCgroup(root, dir, v2, false, time.Now()); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -32,7 +32,7 @@ func TestReadCgroupV1(t *testing.T) {
 		"pids" + dir + "/pids.current":            "3\n",
 	})
 	at := time.Unix(100, 0)
-	got, err := ReadCgroup(root, dir, false, at)
+	got, err := ReadCgroup(root, dir, false, true, at)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,15 +43,23 @@ func TestReadCgroupV1(t *testing.T) {
 	}
 
 	writeFiles(t, root, map[string]string{"memory" + dir + "/memory.limit_in_bytes": "67108864\n"})
-	if got, _ := ReadCgroup(root, dir, false, at); got.Limit != 64<<20 {
+	if got, _ := ReadCgroup(root, dir, false, true, at); got.Limit != 64<<20 {
 		t.Errorf("limit %d, want %d", got.Limit, 64<<20)
 	}
 	// A missing controller is an error, for the caller to ask containerd.
 	if err := os.Remove(filepath.Join(root, "pids", dir, "pids.current")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ReadCgroup(root, dir, false, at); err == nil {
+	if _, err := ReadCgroup(root, dir, false, true, at); err == nil {
 		t.Error("no error without pids.current")
+	}
+	// A container's sample has no process count, so it does not need it.
+	got, err = ReadCgroup(root, dir, false, false, at)
+	if err != nil {
+		t.Fatalf("without pids.current, not asking for processes: %v", err)
+	}
+	if got.Processes != 0 || got.CPU != 123456789 {
+		t.Errorf("without processes: got %+v", got)
 	}
 }
 
@@ -66,7 +74,7 @@ func TestReadCgroupV2(t *testing.T) {
 		dir + "/pids.current":   "1\n",
 	})
 	at := time.Unix(200, 0)
-	got, err := ReadCgroup(root, dir, true, at)
+	got, err := ReadCgroup(root, dir, true, true, at)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +83,7 @@ func TestReadCgroupV2(t *testing.T) {
 	if got != want {
 		t.Errorf("got %+v\nwant %+v", got, want)
 	}
-	if _, err := ReadCgroup(root, "/gone", true, at); err == nil {
+	if _, err := ReadCgroup(root, "/gone", true, true, at); err == nil {
 		t.Error("no error for a missing cgroup")
 	}
 }
