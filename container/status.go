@@ -1,8 +1,10 @@
 package container
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 
 	"google.golang.org/protobuf/proto"
@@ -166,6 +168,11 @@ func (m *Manager) List(ctx context.Context, filter *runtime.ContainerFilter) ([]
 			out = append(out, c)
 		}
 	}
+	// In a stable order, so that an unchanged list is answered with the
+	// bytes sent before (server/codec.go).
+	slices.SortFunc(out, func(a, b *runtime.Container) int {
+		return cmp.Or(cmp.Compare(a.CreatedAt, b.CreatedAt), strings.Compare(a.Id, b.Id))
+	})
 	return out, nil
 }
 

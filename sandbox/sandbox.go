@@ -365,7 +365,14 @@ func (m *Manager) List(ctx context.Context, filter *runtime.PodSandboxFilter) ([
 			out = append(out, s)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt < out[j].CreatedAt })
+	// In a stable order, so that an unchanged list is answered with the
+	// bytes sent before (server/codec.go).
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].CreatedAt != out[j].CreatedAt {
+			return out[i].CreatedAt < out[j].CreatedAt
+		}
+		return out[i].Id < out[j].Id
+	})
 	return out, nil
 }
 

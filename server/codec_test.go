@@ -49,3 +49,55 @@ func TestEncodeItemsIsTheResponse(t *testing.T) {
 		t.Fatal("encoded a list with an item that has no encoding")
 	}
 }
+
+// TestRecentListsResendUnchangedLists checks that a list of the very same
+// items is answered with the bytes kept from before, without asking for
+// the items' encodings, and that any other list (an item replaced, one
+// fewer, another order) is encoded afresh and decodes to itself.
+func TestRecentListsResendUnchangedLists(t *testing.T) {
+	item := func(id string) *runtime.PodSandbox {
+		return &runtime.PodSandbox{Id: id, State: runtime.PodSandboxState_SANDBOX_READY, Labels: map[string]string{"app": id}}
+	}
+	a, b, c := item("a"), item("b"), item("c")
+	asked := 0
+	wire := func(p *runtime.PodSandbox) []byte {
+		asked++
+		w, err := proto.Marshal(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	r := &recentLists[*runtime.PodSandbox]{}
+	check := func(items []*runtime.PodSandbox, wantAsked int) []byte {
+		t.Helper()
+		asked = 0
+		w, ok := r.encode(items, wire)
+		if !ok {
+			t.Fatal("no encoding")
+		}
+		if asked != wantAsked {
+			t.Errorf("%d items' encodings asked for, want %d", asked, wantAsked)
+		}
+		got := &runtime.ListPodSandboxResponse{}
+		if err := proto.Unmarshal(w, got); err != nil {
+			t.Fatal(err)
+		}
+		if want := (&runtime.ListPodSandboxResponse{Items: items}); !proto.Equal(got, want) {
+			t.Errorf("decoded %v, want %v", got, want)
+		}
+		return w
+	}
+	first := check([]*runtime.PodSandbox{a, b, c}, 3)
+	// A new slice of the same items, as each List call makes.
+	if again := check([]*runtime.PodSandbox{a, b, c}, 0); &again[0] != &first[0] {
+		t.Error("an unchanged list was encoded again")
+	}
+	check([]*runtime.PodSandbox{a, c}, 2)
+	check([]*runtime.PodSandbox{a, b, c}, 0) // the two kept: all, and all but b
+	bNotReady := item("b")
+	bNotReady.State = runtime.PodSandboxState_SANDBOX_NOTREADY
+	check([]*runtime.PodSandbox{a, bNotReady, c}, 3)
+	check([]*runtime.PodSandbox{c, b, a}, 3)
+	check([]*runtime.PodSandbox{}, 0)
+}
