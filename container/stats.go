@@ -66,7 +66,7 @@ func (m *Manager) Stats(ctx context.Context, id string) (*runtime.ContainerStats
 	if err != nil {
 		return nil, err
 	}
-	out, _, err := m.statsOf(m.nsCtx(ctx), []*entry{e}, 0)
+	out, _, err := m.statsOf(m.nsCtx(ctx), []*entry{e}, statsRead{})
 	if err != nil {
 		return nil, err
 	}
@@ -84,11 +84,11 @@ func (m *Manager) ListStats(ctx context.Context, filter *runtime.ContainerStatsF
 	}
 	m.mu.RUnlock()
 	entries = runningOnly(entries)
-	reuse := listStatsReuse
+	read := statsRead{layerReuse: listStatsReuse}
 	if filter.GetId() != "" {
-		reuse = 0
+		read.layerReuse = 0
 	}
-	out, _, err := m.statsOf(m.nsCtx(ctx), entries, reuse)
+	out, _, err := m.statsOf(m.nsCtx(ctx), entries, read)
 	if err != nil {
 		return nil, err
 	}
@@ -102,7 +102,8 @@ func (m *Manager) ListStats(ctx context.Context, filter *runtime.ContainerStatsF
 // PodStats reports the running containers of pod podID and the sum of
 // their cgroup samples, for pod stats.
 func (m *Manager) PodStats(ctx context.Context, podID string) ([]*runtime.ContainerStats, stats.Sample, error) {
-	out, samples, err := m.statsOf(m.nsCtx(ctx), runningOnly(m.podEntries(podID)), listStatsReuse)
+	read := statsRead{layerReuse: listStatsReuse, processes: true}
+	out, samples, err := m.statsOf(m.nsCtx(ctx), runningOnly(m.podEntries(podID)), read)
 	var sum stats.Sample
 	for _, s := range samples {
 		sum = sum.Add(s)
@@ -136,18 +137,28 @@ func statsFilterMatches(f *runtime.ContainerStatsFilter, e *entry) bool {
 	}, e, runtime.ContainerState_CONTAINER_UNKNOWN)
 }
 
+// statsRead is what a stats call needs beyond what CRI's container stats
+// carry.
+type statsRead struct {
+	// layerReuse is how old a writable layer's measurement may be.
+	layerReuse time.Duration
+	// processes asks for the cgroups' process counts, which only pod
+	// stats report: one more file per container.
+	processes bool
+}
+
 // statsOf reads the cgroups of all entries and adds each writable layer's
-// usage, measured at most layerReuse ago. Containers that are not
-// running, or whose cgroup crishim cannot read where their spec put it,
-// are asked of containerd, all in one call.
-func (m *Manager) statsOf(ctx context.Context, entries []*entry, layerReuse time.Duration) ([]*runtime.ContainerStats, map[string]stats.Sample, error) {
+// usage, as read asks. Containers that are not running, or whose cgroup
+// crishim cannot read where their spec put it, are asked of containerd,
+// all in one call.
+func (m *Manager) statsOf(ctx context.Context, entries []*entry, read statsRead) ([]*runtime.ContainerStats, map[string]stats.Sample, error) {
 	if len(entries) == 0 {
 		return nil, nil, nil
 	}
 	samples := make(map[string]stats.Sample, len(entries))
 	var filters []string
 	for _, e := range entries {
-		if s, err := m.readCgroup(e); err == nil {
+		if s, err := m.readCgroup(e, read.processes); err == nil {
 			samples[e.id] = s
 			continue
 		}
@@ -165,7 +176,7 @@ func (m *Manager) statsOf(ctx context.Context, entries []*entry, layerReuse time
 	usage := m.client.SnapshotService(m.snapshotter()).Usage
 	if u, ok := m.images.(recentUsager); ok {
 		usage = func(ctx context.Context, key string) (snapshots.Usage, error) {
-			return u.RecentUsage(ctx, key, layerReuse)
+			return u.RecentUsage(ctx, key, read.layerReuse)
 		}
 	}
 	out := make([]*runtime.ContainerStats, 0, len(entries))
@@ -199,7 +210,7 @@ func (m *Manager) statsOf(ctx context.Context, entries []*entry, layerReuse time
 // readCgroup samples a running container's cgroup from its files, where
 // its spec placed it. Other states go to containerd, which knows whether
 // their task still has a cgroup to report.
-func (m *Manager) readCgroup(e *entry) (stats.Sample, error) {
+func (m *Manager) readCgroup(e *entry, processes bool) (stats.Sample, error) {
 	e.mu.Lock()
 	state := e.state
 	e.mu.Unlock()
@@ -213,7 +224,7 @@ func (m *Manager) readCgroup(e *entry) (stats.Sample, error) {
 	if err != nil {
 		return stats.Sample{}, err
 	}
-	return stats.ReadCgroup(m.cgroupRoot, dir, m.cgroupV2, false, time.Now())
+	return stats.ReadCgroup(m.cgroupRoot, dir, m.cgroupV2, processes, time.Now())
 }
 
 // taskSamples asks containerd for the task metrics matching filters, in
