@@ -3,11 +3,13 @@
 package sandbox
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
-	"sort"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -367,11 +369,8 @@ func (m *Manager) List(ctx context.Context, filter *runtime.PodSandboxFilter) ([
 	}
 	// In a stable order, so that an unchanged list is answered with the
 	// bytes sent before (server/codec.go).
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].CreatedAt != out[j].CreatedAt {
-			return out[i].CreatedAt < out[j].CreatedAt
-		}
-		return out[i].Id < out[j].Id
+	slices.SortFunc(out, func(a, b *runtime.PodSandbox) int {
+		return cmp.Or(cmp.Compare(a.CreatedAt, b.CreatedAt), strings.Compare(a.Id, b.Id))
 	})
 	return out, nil
 }

@@ -295,10 +295,10 @@ func TestContainerdConcurrentPulls(t *testing.T) {
 }
 
 // TestContainerdLayerUsage checks what ImageFsInfo and container stats
-// see of a writable layer: a fresh walk for ActiveUsage, ImageFsInfo
-// counting what the last one found, a removed layer gone at once, and a
-// sealed (read-only root) layer measured once more after its seal and
-// then kept.
+// see of a writable layer: a fresh walk when no older measurement may
+// do, ImageFsInfo counting what the last one found, a removed layer gone
+// at once, and a sealed (read-only root) layer measured once more after
+// its seal and then kept.
 func TestContainerdLayerUsage(t *testing.T) {
 	svc, ctx := realService(t)
 	sn := svc.client.SnapshotService(svc.cfg.Snapshotter)
@@ -333,15 +333,15 @@ func TestContainerdLayerUsage(t *testing.T) {
 	}
 	const mib = 1 << 20
 
-	before, err := svc.ActiveUsage(ctx, key)
+	before, err := svc.RecentUsage(ctx, key, 0)
 	if err != nil {
-		t.Fatalf("ActiveUsage: %v", err)
+		t.Fatalf("RecentUsage: %v", err)
 	}
 	total := fsTotal()
 	write("a", mib)
-	after, err := svc.ActiveUsage(ctx, key)
+	after, err := svc.RecentUsage(ctx, key, 0)
 	if err != nil {
-		t.Fatalf("ActiveUsage: %v", err)
+		t.Fatalf("RecentUsage: %v", err)
 	}
 	if after.Size < before.Size+mib || after.Inodes != before.Inodes+1 {
 		t.Fatalf("after writing 1 MiB: usage %+v, before %+v", after, before)
@@ -360,22 +360,22 @@ func TestContainerdLayerUsage(t *testing.T) {
 	if u, err := svc.RecentUsage(ctx, key, 0); err != nil || u.Size < after.Size+mib {
 		t.Errorf("RecentUsage with no bound: %+v, %v; want the new MiB over %+v", u, err, after)
 	}
-	if after, err = svc.ActiveUsage(ctx, key); err != nil {
-		t.Fatalf("ActiveUsage: %v", err)
+	if after, err = svc.RecentUsage(ctx, key, 0); err != nil {
+		t.Fatalf("RecentUsage: %v", err)
 	}
 
 	// A walk before the seal is not final; the first one after it is.
 	svc.SealUsage(key)
 	write("b", mib)
-	sealed, err := svc.ActiveUsage(ctx, key)
+	sealed, err := svc.RecentUsage(ctx, key, 0)
 	if err != nil {
-		t.Fatalf("ActiveUsage: %v", err)
+		t.Fatalf("RecentUsage: %v", err)
 	}
 	if sealed.Size < after.Size+mib {
 		t.Fatalf("first walk after the seal: usage %+v, want the second MiB over %+v", sealed, after)
 	}
 	write("c", mib)
-	if u, _ := svc.ActiveUsage(ctx, key); u != sealed {
+	if u, _ := svc.RecentUsage(ctx, key, 0); u != sealed {
 		t.Errorf("sealed layer measured again: %+v, want the usage kept %+v", u, sealed)
 	}
 
@@ -387,7 +387,7 @@ func TestContainerdLayerUsage(t *testing.T) {
 	if got := fsTotal(); got > withLayer-uint64(sealed.Size) {
 		t.Errorf("ImageFsInfo used bytes %d after removing a layer of %d bytes, was %d", got, sealed.Size, withLayer)
 	}
-	if _, err := svc.ActiveUsage(ctx, key); !errdefs.IsNotFound(err) {
-		t.Errorf("ActiveUsage of a removed layer: %v, want NotFound", err)
+	if _, err := svc.RecentUsage(ctx, key, 0); !errdefs.IsNotFound(err) {
+		t.Errorf("RecentUsage of a removed layer: %v, want NotFound", err)
 	}
 }

@@ -42,17 +42,6 @@ func (l *layer) final() bool {
 	return !l.sealedAt.IsZero() && l.measuredAt.After(l.sealedAt)
 }
 
-// ActiveUsage is the space and inodes that active snapshot key (a
-// container's writable layer, a pause's root) uses. For the overlayfs
-// snapshotter containerd computes it as a walk of the snapshot's upper
-// directory; crishim walks that directory itself, found once from the
-// snapshot's mounts, which spares the kubelet's periodic container stats
-// and ImageFsInfo a containerd round trip per layer. Other snapshotters,
-// and a directory that went away, are asked of containerd.
-func (s *Service) ActiveUsage(ctx context.Context, key string) (snapshots.Usage, error) {
-	return s.RecentUsage(ctx, key, 0)
-}
-
 // SealUsage records that snapshot key is from now on mounted read-only
 // as a container's root: runc has made its mount points in it, and
 // nothing can write to it any more, so one more walk is its usage for
@@ -74,8 +63,14 @@ func (s *Service) SealUsage(key string) {
 	s.layers[key] = &layer{sealedAt: now}
 }
 
-// RecentUsage is ActiveUsage, except that a measurement younger than
-// maxAge, or a final one, is reported instead of walking again.
+// RecentUsage is the space and inodes that active snapshot key (a
+// container's writable layer, a pause's root) uses, as a measurement
+// younger than maxAge, or a final one, if there is one. For the overlayfs
+// snapshotter containerd computes usage as a walk of the snapshot's upper
+// directory; crishim walks that directory itself, found once from the
+// snapshot's mounts, which spares the kubelet's periodic container stats
+// and ImageFsInfo a containerd round trip per layer. Other snapshotters,
+// and a directory that went away, are asked of containerd.
 func (s *Service) RecentUsage(ctx context.Context, key string, maxAge time.Duration) (snapshots.Usage, error) {
 	sn := s.client.SnapshotService(s.cfg.Snapshotter)
 	if s.cfg.Snapshotter != overlayfs {
