@@ -11,6 +11,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crishim/crishim/internal/cgroup"
+	"github.com/crishim/crishim/internal/image"
 	"github.com/crishim/crishim/internal/runtimeopts"
 	"github.com/crishim/crishim/internal/stats"
 )
@@ -27,15 +28,6 @@ type snapshotterRooter interface {
 type recentUsager interface {
 	RecentUsage(ctx context.Context, key string, maxAge time.Duration) (snapshots.Usage, error)
 }
-
-// listStatsReuse is how old a writable layer's measurement the kubelet's
-// periodic stats of every container (ListContainerStats, about every 10 s)
-// and pod stats still get: walking every layer at each round was the
-// largest part of crishim's CPU on an idle node. A layer is thus walked
-// every other round, and reported up to 15 s late, where containerd's CRI
-// plugin reports what it collected up to 10 s before. ContainerStats, and
-// ListContainerStats for one container ID, always walk afresh.
-const listStatsReuse = 15 * time.Second
 
 // usageSealer is the optional part of the image service that learns when
 // a snapshot has become a read-only root, whose usage then stays as it is.
@@ -84,7 +76,8 @@ func (m *Manager) ListStats(ctx context.Context, filter *runtime.ContainerStatsF
 	}
 	m.mu.RUnlock()
 	entries = runningOnly(entries)
-	read := statsRead{layerReuse: listStatsReuse}
+	read := statsRead{layerReuse: image.PeriodicUsageReuse}
+	// One container's stats, like ContainerStats, see a write at once.
 	if filter.GetId() != "" {
 		read.layerReuse = 0
 	}
@@ -102,7 +95,7 @@ func (m *Manager) ListStats(ctx context.Context, filter *runtime.ContainerStatsF
 // PodStats reports the running containers of pod podID and the sum of
 // their cgroup samples, for pod stats.
 func (m *Manager) PodStats(ctx context.Context, podID string) ([]*runtime.ContainerStats, stats.Sample, error) {
-	read := statsRead{layerReuse: listStatsReuse, processes: true}
+	read := statsRead{layerReuse: image.PeriodicUsageReuse, processes: true}
 	out, samples, err := m.statsOf(m.nsCtx(ctx), runningOnly(m.podEntries(podID)), read)
 	var sum stats.Sample
 	for _, s := range samples {

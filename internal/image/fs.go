@@ -39,7 +39,7 @@ func (s *Service) FsInfo(ctx context.Context) ([]*runtime.FilesystemUsage, error
 		var err error
 		if info.Kind == snapshots.KindActive {
 			active[info.Name] = true
-			u, err = s.RecentUsage(ctx, info.Name, fsInfoReuse)
+			u, err = s.RecentUsage(ctx, info.Name, PeriodicUsageReuse)
 		} else {
 			u, err = sn.Usage(ctx, info.Name)
 		}

@@ -18,13 +18,15 @@ func (s *Service) SnapshotterRoot(ctx context.Context) string { return s.snapsho
 // itself.
 const overlayfs = "overlayfs"
 
-// fsInfoReuse is how old a writable layer's measurement ImageFsInfo still
-// reports rather than walking the layer again. The kubelet asks for
-// ImageFsInfo and for every container's stats (which walk the same
-// layers) together about every 10 s; walking each layer again for
-// ImageFsInfo was a fifth of crishim's CPU on an idle node. containerd's
-// CRI plugin reports usage it collects every 10 s.
-const fsInfoReuse = 15 * time.Second
+// PeriodicUsageReuse is how old a writable layer's measurement the
+// kubelet's periodic calls - ImageFsInfo, and the stats of every container
+// or of a pod - still get rather than a walk of the layer. The kubelet
+// makes them together about every 10 s, walking the same layers: walking
+// each layer for each of them was the largest part of crishim's CPU on an
+// idle node. With one bound for all, a layer is walked about every other
+// round and reported up to 15 s late; containerd's CRI plugin reports
+// usage it collects every 10 s. Calls about one container walk afresh.
+const PeriodicUsageReuse = 15 * time.Second
 
 // layer is what crishim knows of an active overlayfs snapshot.
 type layer struct {
