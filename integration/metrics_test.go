@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -220,5 +221,80 @@ func TestMetrics(t *testing.T) {
 	// pprof answers on the debug address, on loopback.
 	if body := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/cmdline", debugPort)); body == "" {
 		t.Error("pprof cmdline is empty")
+	}
+}
+
+// TestIdleGOMAXPROCS runs a crishim of its own with nothing to do: after
+// its quiet period it runs Go on one P while the calls are only the reads
+// an idle kubelet makes, and has the default back by the time a call that
+// is work returns.
+func TestIdleGOMAXPROCS(t *testing.T) {
+	t.Parallel()
+	e := needEnv(t)
+	shared, err := e.Crishim()
+	if err != nil {
+		t.Fatalf("crishim is not running: %v", err)
+	}
+	dir, err := os.MkdirTemp(e.Dir, "gomaxprocs-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := fmt.Sprintf("crishim-it-gomaxprocs-%d", time.Now().UnixNano())
+	metricsPort := freePort(t)
+	logPath := filepath.Join(e.LogDir, "crishim-gomaxprocs.log")
+	cr, err := testenv.StartCrishim(testenv.CrishimConfig{
+		Binary:              shared.Binary(),
+		Dir:                 dir,
+		ContainerdAddress:   e.Containerd.Address,
+		ContainerdNamespace: ns,
+		Root:                filepath.Join(dir, "root"),
+		State:               filepath.Join(dir, "state"),
+		CNIConfDir:          e.Network.ConfDir,
+		RegistryConfigDir:   e.RegistryConfigDir,
+		LogPath:             logPath,
+		ExtraArgs:           []string{"--metrics-address", fmt.Sprintf(":%d", metricsPort), "--log-level", "debug"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := cr.Stop(); err != nil {
+			t.Errorf("stop crishim: %v", err)
+		}
+	})
+	conn, err := testenv.Dial(cr.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rt := runtime.NewRuntimeServiceClient(conn)
+	metricsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	def := sample(httpGet(t, metricsURL), "crishim_gomaxprocs")
+	if def < 2 {
+		t.Fatalf("crishim_gomaxprocs = %v right after the start: want the default of a machine with 2 CPUs or more", def)
+	}
+	// The kubelet's idle reads, every 100 ms, do not hold the default.
+	deadline := time.Now().Add(time.Minute)
+	for sample(httpGet(t, metricsURL), "crishim_gomaxprocs") != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("crishim_gomaxprocs still %v a minute into idle reads; see %s", sample(httpGet(t, metricsURL), "crishim_gomaxprocs"), logPath)
+		}
+		if _, err := rt.ListPodSandbox(ctx, &runtime.ListPodSandboxRequest{}); err != nil {
+			t.Fatalf("ListPodSandbox: %v", err)
+		}
+		if _, err := rt.Version(ctx, &runtime.VersionRequest{}); err != nil {
+			t.Fatalf("Version: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Removing a pod that does not exist succeeds, and is work.
+	if _, err := rt.RemovePodSandbox(ctx, &runtime.RemovePodSandboxRequest{PodSandboxId: strings.Repeat("0a", 32)}); err != nil {
+		t.Fatalf("RemovePodSandbox of an unknown pod: %v", err)
+	}
+	if got := sample(httpGet(t, metricsURL), "crishim_gomaxprocs"); got != def {
+		t.Fatalf("crishim_gomaxprocs = %v after RemovePodSandbox, want the default %v", got, def)
 	}
 }

@@ -23,8 +23,12 @@ import (
 // code (after error mapping and panic recovery) and the whole latency.
 func (s *Server) metricsUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	start := time.Now()
+	rpc := rpcName(info.FullMethod)
+	if !idleRead(rpc) {
+		s.procs.Kick()
+	}
 	resp, err := handler(ctx, req)
-	s.metrics.ObserveRPC(rpcName(info.FullMethod), status.Code(err).String(), time.Since(start))
+	s.metrics.ObserveRPC(rpc, status.Code(err).String(), time.Since(start))
 	return resp, err
 }
 

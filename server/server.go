@@ -26,6 +26,7 @@ import (
 	"github.com/crishim/crishim/container"
 	"github.com/crishim/crishim/internal/config"
 	"github.com/crishim/crishim/internal/events"
+	"github.com/crishim/crishim/internal/gomaxprocs"
 	"github.com/crishim/crishim/internal/image"
 	"github.com/crishim/crishim/internal/metrics"
 	"github.com/crishim/crishim/internal/network"
@@ -47,6 +48,8 @@ type Server struct {
 	features   features
 	stream     *streamService
 	metrics    *metrics.Metrics
+	// procs lowers GOMAXPROCS while the calls are only reads (idle.go).
+	procs *gomaxprocs.Governor
 }
 
 // connectTimeout bounds how long startup waits for containerd to answer.
@@ -63,7 +66,7 @@ func New(ctx context.Context, cfg config.Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, client: client, metrics: m}
+	s := &Server{cfg: cfg, client: client, metrics: m, procs: gomaxprocs.New(cfg.IdleGOMAXPROCS)}
 	if err := s.build(ctx); err != nil {
 		client.Close()
 		return nil, err
@@ -214,6 +217,9 @@ func (s *Server) ServeListener(ctx context.Context, l net.Listener) error {
 	errc := make(chan error, 1)
 	go s.stream.serve()
 	defer s.stream.stop()
+	procsCtx, stopProcs := context.WithCancel(ctx)
+	defer stopProcs()
+	go s.procs.Run(procsCtx)
 	go func() { errc <- s.grpc.Serve(l) }()
 	logrus.WithField("address", l.Addr().String()).Info("serving CRI")
 	// The socket is listening, so the kubelet's first call queues up

@@ -81,6 +81,7 @@ func serveFlags() []cli.Flag {
 		&cli.IntFlag{Name: "stream-port", Value: d.StreamPort, Usage: "streaming server port (0: free port)"},
 		&cli.StringFlag{Name: "metrics-address", Value: d.MetricsAddress, Usage: "Prometheus /metrics address (:port binds 127.0.0.1; empty: off)"},
 		&cli.StringFlag{Name: "debug-address", Value: d.DebugAddress, Usage: "net/http/pprof address (:port binds 127.0.0.1; empty: off)"},
+		&cli.IntFlag{Name: "idle-gomaxprocs", Value: d.IdleGOMAXPROCS, Usage: "GOMAXPROCS while idle (0: never lowered)"},
 	}
 }
 
@@ -156,6 +157,9 @@ func loadConfig(c *cli.Context) (config.Config, error) {
 	}
 	if c.IsSet("stream-port") {
 		cfg.StreamPort = c.Int("stream-port")
+	}
+	if c.IsSet("idle-gomaxprocs") {
+		cfg.IdleGOMAXPROCS = c.Int("idle-gomaxprocs")
 	}
 	return cfg, cfg.Validate()
 }

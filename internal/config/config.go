@@ -57,6 +57,9 @@ type Config struct {
 	MetricsAddress string `toml:"metrics-address" comment:"Prometheus /metrics listen address (host:port, or :port for 127.0.0.1); empty: off"`
 	// DebugAddress serves net/http/pprof; empty is off.
 	DebugAddress string `toml:"debug-address" comment:"net/http/pprof listen address (host:port, or :port for 127.0.0.1); empty: off"`
+	// IdleGOMAXPROCS is the Go runtime's GOMAXPROCS while crishim has no
+	// work (internal/gomaxprocs); 0 leaves it alone.
+	IdleGOMAXPROCS int `toml:"idle-gomaxprocs" comment:"GOMAXPROCS while crishim is idle (the default returns with work); 0: never lowered; a GOMAXPROCS environment variable also turns this off"`
 }
 
 // Default returns the configuration crishim runs with when nothing overrides it.
@@ -78,6 +81,7 @@ func Default() Config {
 		LogFormat:           "logfmt",
 		StreamAddress:       "127.0.0.1",
 		StreamPort:          0,
+		IdleGOMAXPROCS:      1,
 	}
 }
 
@@ -120,6 +124,9 @@ func (c Config) Validate() error {
 	case "logfmt", "json":
 	default:
 		return fmt.Errorf("log-format %q: want logfmt or json", c.LogFormat)
+	}
+	if c.IdleGOMAXPROCS < 0 {
+		return fmt.Errorf("idle-gomaxprocs %d: want 0 (off) or more", c.IdleGOMAXPROCS)
 	}
 	if c.StreamPort < 0 || c.StreamPort > 65535 {
 		return fmt.Errorf("stream-port %d out of range", c.StreamPort)

@@ -59,6 +59,7 @@ func TestValidateRejects(t *testing.T) {
 		"bad driver":      func(c *Config) { c.CgroupDriver = "cgroupv3" },
 		"bad log format":  func(c *Config) { c.LogFormat = "xml" },
 		"bad port":        func(c *Config) { c.StreamPort = 70000 },
+		"negative procs":  func(c *Config) { c.IdleGOMAXPROCS = -1 },
 	}
 	for name, mutate := range cases {
 		c := Default()

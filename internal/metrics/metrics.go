@@ -6,6 +6,7 @@ package metrics
 import (
 	"context"
 	"net/http"
+	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -92,6 +93,10 @@ func New() *Metrics {
 	m.stops.WithLabelValues(StopKilled)
 	m.reg.MustRegister(m.rpcDuration, m.rpcTotal, m.cniDuration, m.pullBytes, m.pullDuration, m.stops, m.containerd,
 		m.logDroppedBytes, m.logDroppedLines,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "gomaxprocs",
+			Help: "The Go runtime's GOMAXPROCS now: lowered while crishim is idle (idle-gomaxprocs), the default while it works.",
+		}, func() float64 { return float64(runtime.GOMAXPROCS(0)) }),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
