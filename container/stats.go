@@ -201,23 +201,29 @@ func (m *Manager) statsOf(ctx context.Context, entries []*entry, read statsRead)
 }
 
 // readCgroup samples a running container's cgroup from its files, where
-// its spec placed it. Other states go to containerd, which knows whether
-// their task still has a cgroup to report.
+// its spec placed it, kept open from one call to the next. Other states go
+// to containerd, which knows whether their task still has a cgroup to
+// report.
 func (m *Manager) readCgroup(e *entry, processes bool) (stats.Sample, error) {
 	e.mu.Lock()
-	state := e.state
+	state, files := e.state, e.cgroupFiles
+	if state == runtime.ContainerState_CONTAINER_RUNNING && files == nil && e.spec != nil && e.spec.Linux != nil {
+		dir, err := cgroup.Path(e.spec.Linux.CgroupsPath, m.cfg.CgroupDriver)
+		if err != nil {
+			e.mu.Unlock()
+			return stats.Sample{}, err
+		}
+		files = stats.NewCgroupFiles(m.cgroupRoot, dir, m.cgroupV2)
+		e.cgroupFiles = files
+	}
 	e.mu.Unlock()
 	if state != runtime.ContainerState_CONTAINER_RUNNING {
 		return stats.Sample{}, fmt.Errorf("container %s is not running", e.id)
 	}
-	if e.spec == nil || e.spec.Linux == nil {
+	if files == nil {
 		return stats.Sample{}, fmt.Errorf("container %s has no linux spec", e.id)
 	}
-	dir, err := cgroup.Path(e.spec.Linux.CgroupsPath, m.cfg.CgroupDriver)
-	if err != nil {
-		return stats.Sample{}, err
-	}
-	return stats.ReadCgroup(m.cgroupRoot, dir, m.cgroupV2, processes, time.Now())
+	return files.Read(processes, time.Now())
 }
 
 // taskSamples asks containerd for the task metrics matching filters, in

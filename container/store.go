@@ -14,6 +14,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crishim/crishim/container/taskio"
+	"github.com/crishim/crishim/internal/stats"
 	crishimpb "github.com/crishim/crishim/proto"
 )
 
@@ -73,6 +74,10 @@ type entry struct {
 	postStartErr string
 	// oomKilled is set by containerd's OOM event for the container.
 	oomKilled bool
+	// cgroupFiles keeps a running container's cgroup files open for the
+	// kubelet's periodic stats (stats.go); a transition out of RUNNING
+	// closes them.
+	cgroupFiles *stats.CgroupFiles
 
 	// exitEvent is closed when containerd's exit event for the container's
 	// task arrives (oom.go).
@@ -181,10 +186,18 @@ func (m *Manager) transition(e *entry, p persist, change func(e *entry) (runtime
 	defer e.tx.Unlock()
 	e.mu.Lock()
 	ev, ok := change(e)
+	var cgroupFiles *stats.CgroupFiles
 	if ok {
 		e.publishListed()
+		if e.state != runtime.ContainerState_CONTAINER_RUNNING || ev == runtime.ContainerEventType_CONTAINER_DELETED_EVENT {
+			cgroupFiles, e.cgroupFiles = e.cgroupFiles, nil
+		}
 	}
 	e.mu.Unlock()
+	if cgroupFiles != nil {
+		// Outside e.mu: Close waits for a read in progress.
+		cgroupFiles.Close()
+	}
 	if !ok {
 		return false
 	}

@@ -330,3 +330,55 @@ func TestStatsMatchTaskMetrics(t *testing.T) {
 		t.Errorf("pod process count %d, want %d: the pause's and the container's", n, want)
 	}
 }
+
+// TestStatsKeepCgroupFilesWhileRunning: crishim keeps a running
+// container's cgroup files open between stats calls, and lets go of them
+// when the container stops, so that a node's churn of containers leaves no
+// descriptors behind.
+func TestStatsKeepCgroupFilesWhileRunning(t *testing.T) {
+	t.Parallel()
+	crishim, err := env.Crishim()
+	if err != nil {
+		t.Fatalf("crishim is not running: %v", err)
+	}
+	c := newClient(t)
+	pod := podConfig(t, "statsfd")
+	podID := c.runPod(pod)
+	ctrID := c.startContainer(podID, pod, containerConfig("idle", env.BusyboxImage, idleCmd...))
+
+	// The cgroup paths crishim has open that name this container.
+	openFiles := func() []string {
+		dir := fmt.Sprintf("/proc/%d/fd", crishim.Pid())
+		fds, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, fd := range fds {
+			target, err := os.Readlink(filepath.Join(dir, fd.Name()))
+			if err == nil && strings.HasPrefix(target, "/sys/fs/cgroup/") && strings.Contains(target, ctrID) {
+				out = append(out, target)
+			}
+		}
+		return out
+	}
+	for i := 0; i < 2; i++ {
+		list, err := c.rt.ListContainerStats(rpcCtx(t), &runtime.ListContainerStatsRequest{Filter: &runtime.ContainerStatsFilter{Id: ctrID}})
+		if err != nil || len(list.Stats) != 1 || list.Stats[0].GetMemory().GetUsageBytes().GetValue() == 0 {
+			t.Fatalf("ListContainerStats: %v, %v", err, list.GetStats())
+		}
+	}
+	// cpuacct.usage, memory.usage_in_bytes, memory.limit_in_bytes and
+	// memory.stat (cgroup v2: their equivalents), not reopened per call.
+	if open := openFiles(); len(open) != 4 {
+		t.Fatalf("crishim holds %d of the container's cgroup files after two stats calls, want 4: %v", len(open), open)
+	}
+	c.stopContainer(ctrID, 10)
+	deadline := time.Now().Add(30 * time.Second)
+	for open := openFiles(); len(open) > 0; open = openFiles() {
+		if time.Now().After(deadline) {
+			t.Fatalf("30 s after the container stopped crishim still holds %v", open)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/crishim/crishim/internal/cgroup"
 )
 
 func writeFiles(t *testing.T, dir string, files map[string]string) {
@@ -85,5 +87,58 @@ func TestReadCgroupV2(t *testing.T) {
 	}
 	if _, err := ReadCgroup(root, "/gone", true, true, at); err == nil {
 		t.Error("no error for a missing cgroup")
+	}
+}
+
+// TestCgroupFilesKeptOpen reads a real cgroup through files kept open: a
+// limit set after the first read shows in the next one (each read makes
+// the kernel generate the file again), the cgroup's removal is an error,
+// and Close gives every kept descriptor back.
+func TestCgroupFilesKeptOpen(t *testing.T) {
+	v2 := cgroup.V2()
+	dir, made := makeCgroup(t, "test-open")
+	before := kept.Load()
+	f := NewCgroupFiles(cgroupRoot, dir, v2)
+	first, err := f.Read(true, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Limit != 0 {
+		t.Fatalf("a new cgroup's limit reads %d, want 0 (none)", first.Limit)
+	}
+	if n := kept.Load() - before; n != int64(counters) {
+		t.Fatalf("%d files kept open after a read with processes, want %d", n, counters)
+	}
+	limitFile := filepath.Join(cgroupRoot, "memory", dir, "memory.limit_in_bytes")
+	if v2 {
+		limitFile = filepath.Join(cgroupRoot, dir, "memory.max")
+	}
+	if err := os.WriteFile(limitFile, []byte("67108864"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	again, err := f.Read(false, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Limit != 64<<20 {
+		t.Fatalf("limit after setting 64 MiB reads %d through the open file", again.Limit)
+	}
+	if n := kept.Load() - before; n != int64(counters) {
+		t.Fatalf("%d files kept open after a second read, want still %d", n, counters)
+	}
+	for _, d := range made {
+		if err := os.Remove(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.Read(false, time.Now()); err == nil {
+		t.Fatal("reading a removed cgroup through its open files succeeded")
+	}
+	f.Close()
+	if n := kept.Load() - before; n != 0 {
+		t.Fatalf("%d files still counted open after Close", n)
+	}
+	if _, err := f.Read(false, time.Now()); err != errClosed {
+		t.Fatalf("Read after Close: %v, want errClosed", err)
 	}
 }
