@@ -50,7 +50,10 @@ type Governor struct {
 	// current reports the GOMAXPROCS in force.
 	current func() int
 
-	lastWork atomic.Int64 // UnixNano of the last Kick
+	// base makes times monotonic offsets: a step of the wall clock must
+	// neither lower GOMAXPROCS early nor keep it up.
+	base     time.Time
+	lastWork atomic.Int64 // the last Kick, in nanoseconds since base
 	lowered  atomic.Bool
 	mu       sync.Mutex // serialises set and lowered's changes
 }
@@ -73,9 +76,12 @@ func New(idle int) *Governor {
 }
 
 func newGovernor(idle int, quiet time.Duration, now func() time.Time, cpu func() time.Duration, set func(int), current func() int) *Governor {
-	g := &Governor{idle: idle, quiet: quiet, now: now, cpu: cpu, set: set, current: current}
-	g.lastWork.Store(now().UnixNano())
-	return g
+	return &Governor{idle: idle, quiet: quiet, now: now, cpu: cpu, set: set, current: current, base: now()}
+}
+
+// since is the time since the last Kick.
+func (g *Governor) since() time.Duration {
+	return g.now().Sub(g.base) - time.Duration(g.lastWork.Load())
 }
 
 // Kick reports work: GOMAXPROCS goes back to the default before the work
@@ -85,7 +91,7 @@ func (g *Governor) Kick() {
 	if g == nil {
 		return
 	}
-	g.lastWork.Store(g.now().UnixNano())
+	g.lastWork.Store(int64(g.now().Sub(g.base)))
 	if !g.lowered.Load() {
 		return
 	}
@@ -129,7 +135,7 @@ func (g *Governor) sample(used, wall time.Duration) {
 		g.Kick()
 		return
 	}
-	if g.lowered.Load() || g.now().UnixNano()-g.lastWork.Load() < int64(g.quiet) {
+	if g.lowered.Load() || g.since() < g.quiet {
 		return
 	}
 	g.mu.Lock()
@@ -141,7 +147,7 @@ func (g *Governor) sample(used, wall time.Duration) {
 	// time after that read sees the mark and raises again behind this lock,
 	// and one that stored it before is seen here.
 	g.lowered.Store(true)
-	if g.now().UnixNano()-g.lastWork.Load() < int64(g.quiet) {
+	if g.since() < g.quiet {
 		g.lowered.Store(false)
 		return
 	}
