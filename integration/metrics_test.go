@@ -61,25 +61,25 @@ func sample(scrape, series string) float64 {
 	return v
 }
 
-// TestMetrics runs a crishim of its own (its own containerd namespace, so
-// that the counts are exactly this test's) with metrics and pprof on, and
-// follows one pod and container through the metrics.
-func TestMetrics(t *testing.T) {
-	t.Parallel()
+// startOwnCrishim starts a crishim of the test's own on the suite's
+// containerd, in a containerd namespace of its own (so that what it counts
+// is the test's alone), with extraArgs; it is stopped when the test ends.
+func startOwnCrishim(t *testing.T, name string, extraArgs ...string) (cr *testenv.Crishim, logPath string) {
+	t.Helper()
 	e := needEnv(t)
 	shared, err := e.Crishim()
 	if err != nil {
 		t.Fatalf("crishim is not running: %v", err)
 	}
-	dir, err := os.MkdirTemp(e.Dir, "metrics-")
+	dir, err := os.MkdirTemp(e.Dir, name+"-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A namespace of this run's own: content already in it is not fetched
-	// again, and the pull below must fetch to be counted.
-	ns := fmt.Sprintf("crishim-it-metrics-%d", time.Now().UnixNano())
-	metricsPort, debugPort := freePort(t), freePort(t)
-	cr, err := testenv.StartCrishim(testenv.CrishimConfig{
+	// again, and a pull must fetch to be counted.
+	ns := fmt.Sprintf("crishim-it-%s-%d", name, time.Now().UnixNano())
+	logPath = filepath.Join(e.LogDir, "crishim-"+name+".log")
+	cr, err = testenv.StartCrishim(testenv.CrishimConfig{
 		Binary:              shared.Binary(),
 		Dir:                 dir,
 		ContainerdAddress:   e.Containerd.Address,
@@ -88,9 +88,8 @@ func TestMetrics(t *testing.T) {
 		State:               filepath.Join(dir, "state"),
 		CNIConfDir:          e.Network.ConfDir,
 		RegistryConfigDir:   e.RegistryConfigDir,
-		LogPath:             filepath.Join(e.LogDir, "crishim-metrics.log"),
-		// Without a host the address binds loopback.
-		ExtraArgs: []string{"--metrics-address", fmt.Sprintf(":%d", metricsPort), "--debug-address", fmt.Sprintf(":%d", debugPort)},
+		LogPath:             logPath,
+		ExtraArgs:           extraArgs,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -101,6 +100,18 @@ func TestMetrics(t *testing.T) {
 		}
 		_ = os.Remove(filepath.Join("/run/containerd/runc", ns))
 	})
+	return cr, logPath
+}
+
+// TestMetrics runs a crishim of its own (its own containerd namespace, so
+// that the counts are exactly this test's) with metrics and pprof on, and
+// follows one pod and container through the metrics.
+func TestMetrics(t *testing.T) {
+	t.Parallel()
+	e := needEnv(t)
+	metricsPort, debugPort := freePort(t), freePort(t)
+	// Without a host the address binds loopback.
+	cr, _ := startOwnCrishim(t, "metrics", "--metrics-address", fmt.Sprintf(":%d", metricsPort), "--debug-address", fmt.Sprintf(":%d", debugPort))
 	conn, err := testenv.Dial(cr.Socket)
 	if err != nil {
 		t.Fatal(err)
@@ -230,38 +241,8 @@ func TestMetrics(t *testing.T) {
 // is work returns.
 func TestIdleGOMAXPROCS(t *testing.T) {
 	t.Parallel()
-	e := needEnv(t)
-	shared, err := e.Crishim()
-	if err != nil {
-		t.Fatalf("crishim is not running: %v", err)
-	}
-	dir, err := os.MkdirTemp(e.Dir, "gomaxprocs-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns := fmt.Sprintf("crishim-it-gomaxprocs-%d", time.Now().UnixNano())
 	metricsPort := freePort(t)
-	logPath := filepath.Join(e.LogDir, "crishim-gomaxprocs.log")
-	cr, err := testenv.StartCrishim(testenv.CrishimConfig{
-		Binary:              shared.Binary(),
-		Dir:                 dir,
-		ContainerdAddress:   e.Containerd.Address,
-		ContainerdNamespace: ns,
-		Root:                filepath.Join(dir, "root"),
-		State:               filepath.Join(dir, "state"),
-		CNIConfDir:          e.Network.ConfDir,
-		RegistryConfigDir:   e.RegistryConfigDir,
-		LogPath:             logPath,
-		ExtraArgs:           []string{"--metrics-address", fmt.Sprintf(":%d", metricsPort), "--log-level", "debug"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := cr.Stop(); err != nil {
-			t.Errorf("stop crishim: %v", err)
-		}
-	})
+	cr, logPath := startOwnCrishim(t, "gomaxprocs", "--metrics-address", fmt.Sprintf(":%d", metricsPort), "--log-level", "debug")
 	conn, err := testenv.Dial(cr.Socket)
 	if err != nil {
 		t.Fatal(err)
