@@ -23,5 +23,3 @@ var idleReads = map[string]bool{
 	"ListImages":            true,
 	"ImageStatus":           true,
 }
-
-func idleRead(rpc string) bool { return idleReads[rpc] }

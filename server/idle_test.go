@@ -29,7 +29,7 @@ func TestIdleReadsAreCRIReads(t *testing.T) {
 		if !methods[work] {
 			t.Errorf("%q is not a unary CRI method", work)
 		}
-		if idleRead(work) {
+		if idleReads[work] {
 			t.Errorf("%s counts as an idle read; it is work", work)
 		}
 	}

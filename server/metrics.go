@@ -24,7 +24,7 @@ import (
 func (s *Server) metricsUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	start := time.Now()
 	rpc := rpcName(info.FullMethod)
-	if !idleRead(rpc) {
+	if !idleReads[rpc] {
 		s.procs.Kick()
 	}
 	resp, err := handler(ctx, req)

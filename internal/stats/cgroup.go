@@ -90,13 +90,13 @@ func newCgroupFiles(root, dir string, v2, keep bool) *CgroupFiles {
 // errClosed is a Read after Close.
 var errClosed = errors.New("cgroup files closed")
 
-// memStatKeys are the memory.stat keys a Sample uses, in the order of
-// Read's destinations: inactive file pages, anonymous (RSS) memory, page
-// faults and major page faults.
-var memStatKeys = [2][4]string{
-	{"total_inactive_file", "total_rss", "pgfault", "pgmajfault"},
-	{"inactive_file", "anon", "pgfault", "pgmajfault"},
-}
+// The memory.stat keys a Sample uses, in the order Read fills them:
+// inactive file pages, anonymous (RSS) memory, page faults and major page
+// faults.
+var (
+	memStatKeysV1 = [4]string{"total_inactive_file", "total_rss", "pgfault", "pgmajfault"}
+	memStatKeysV2 = [4]string{"inactive_file", "anon", "pgfault", "pgmajfault"}
+)
 
 // Read samples the cgroup now; the process count only if processes.
 func (f *CgroupFiles) Read(processes bool, at time.Time) (Sample, error) {
@@ -108,9 +108,9 @@ func (f *CgroupFiles) Read(processes bool, at time.Time) (Sample, error) {
 	r := readers.Get().(*fileReader)
 	defer readers.Put(r)
 	s := Sample{At: at}
-	version := 0
+	keys := memStatKeysV1
 	if f.v2 {
-		version = 1
+		keys = memStatKeysV2
 		var usageUsec uint64
 		if err := f.keyed(r, counterCPU, []keyedValue{{"usage_usec", &usageUsec}}); err != nil {
 			return Sample{}, err
@@ -131,7 +131,6 @@ func (f *CgroupFiles) Read(processes bool, at time.Time) (Sample, error) {
 			return Sample{}, err
 		}
 	}
-	keys := memStatKeys[version]
 	err := f.keyed(r, counterMemStat, []keyedValue{
 		{keys[0], &inactiveFile}, {keys[1], &s.RSS}, {keys[2], &s.PageFaults}, {keys[3], &s.MajorPageFaults},
 	})
