@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -32,8 +33,9 @@ func run() error {
 		repo        = flag.String("repo", ".", "crishim repository (builds crishim and pause)")
 		binary      = flag.String("crishim", "", "crishim binary to run (empty: build it)")
 		profile     = flag.String("cpuprofile", "", "write a CPU profile of crishim, taken from the first B round on (with -scale-only: from B's timed calls on), to this file")
-		profileSecs = flag.Int("profile-seconds", 30, "length of the -cpuprofile profile")
-		heapProfile = flag.String("heapprofile", "", "write crishim's heap profile, taken with the density pods running, to this file")
+		trace       = flag.String("trace", "", "write a Go execution trace of crishim over the same window as -cpuprofile (scheduling waits, GC, syscalls per request) to this file")
+		profileSecs = flag.Int("profile-seconds", 30, "length of the -cpuprofile profile and the -trace trace")
+		heapProfile = flag.String("heapprofile", "", "write crishim's heap profile, taken with the density pods running (with -scale-only: the scale round's, after its calls), to this file")
 		quick       = flag.Bool("quick", false, "small rounds unless set otherwise: 10 lifecycles, 16 at c=8, 2 ignorer stops, 20 pods for density")
 		a           = flag.String("a", "", "socket of endpoint A (external mode; needs -b)")
 		b           = flag.String("b", "", "socket of endpoint B (external mode)")
@@ -58,6 +60,7 @@ func run() error {
 	flag.IntVar(&cfg.ScaleQueries, "scale-queries", 200, "scale round: timed rounds of ListPodSandbox, ListContainers, ContainerStatus and ListContainerStats")
 	flag.BoolVar(&cfg.ScaleOnly, "scale-only", false, "run only the scale round (no lifecycle rounds, no density)")
 	flag.StringVar(&cfg.ScaleSides, "scale-sides", "AB", "endpoints the scale round runs on: AB, A or B")
+	flag.DurationVar(&cfg.ScaleSettle, "scale-settle", time.Minute, "scale round: longest wait after the starts for a second with the machine's CPUs under half busy before the calls are timed (0: none)")
 	flag.Parse()
 	if *quick {
 		set := map[string]bool{}
@@ -92,7 +95,7 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		env, err = bench.SetupEnv(bench.EnvOptions{RepoRoot: root, CrishimBinary: *binary, Progress: os.Stderr, Profiling: *profile != "" || *heapProfile != ""})
+		env, err = bench.SetupEnv(bench.EnvOptions{RepoRoot: root, CrishimBinary: *binary, Progress: os.Stderr, Profiling: *profile != "" || *trace != "" || *heapProfile != ""})
 		if err != nil {
 			return err
 		}
@@ -112,7 +115,7 @@ func run() error {
 			fmt.Fprintf(os.Stderr, "crishim pprof on http://%s/debug/pprof/\n", env.DebugAddress)
 		}
 		if *heapProfile != "" {
-			cfg.AtDensity = func(side string) {
+			heap := func(side string) {
 				if side != "B" {
 					return
 				}
@@ -120,30 +123,41 @@ func run() error {
 					fmt.Fprintln(os.Stderr, "crishim-bench: heap profile:", err)
 				}
 			}
+			// Density does not run with -scale-only; then the scale
+			// round's pods are the ones the profile is taken with.
+			if cfg.ScaleOnly {
+				cfg.AtScale = heap
+			} else {
+				cfg.AtDensity = heap
+			}
 		}
-		if *profile != "" {
+		if *profile != "" || *trace != "" {
 			started := false
-			done := make(chan struct{})
+			var wg sync.WaitGroup
+			fetch := func(path, what string, get func(string, int) error) {
+				if path == "" {
+					return
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if err := get(path, *profileSecs); err != nil {
+						fmt.Fprintf(os.Stderr, "crishim-bench: %s: %v\n", what, err)
+					}
+				}()
+			}
 			startProfile := func(side string) {
 				if side != "B" || started {
 					return
 				}
 				started = true
-				go func() {
-					defer close(done)
-					if err := env.CPUProfile(*profile, *profileSecs); err != nil {
-						fmt.Fprintln(os.Stderr, "crishim-bench: cpu profile:", err)
-					}
-				}()
+				fetch(*profile, "cpu profile", env.CPUProfile)
+				fetch(*trace, "trace", env.Trace)
 			}
 			cfg.Between = func(side string, _ int) { startProfile(side) }
 			cfg.BeforeScaleQueries = startProfile
 			// crishim must outlive the profile it is asked for.
-			defer func() {
-				if started {
-					<-done
-				}
-			}()
+			defer wg.Wait()
 		}
 	}
 

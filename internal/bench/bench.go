@@ -73,6 +73,13 @@ type Config struct {
 	// ScaleSides are the endpoints the scale round runs on, "AB" (the
 	// default), "A" or "B": on a busy machine 2×500 pods take long.
 	ScaleSides string
+	// ScaleSettle bounds the wait, between the last start and the timed
+	// calls, for the machine to settle: until a second passes with its
+	// CPUs under half busy. The calls are meant to be timed on a node that
+	// runs the pods, not on one still finishing their starts (shims, runc
+	// and containerd exiting and settling); the table says how long it
+	// took. 0: no wait.
+	ScaleSettle time.Duration
 	// BeforeScaleQueries, when set, is called on side just before the
 	// scale round's calls are timed (e.g. to start a CPU profile).
 	BeforeScaleQueries func(side string)
@@ -177,7 +184,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if err := os.MkdirAll(logDir, 0o755); err != nil {
 			return nil, err
 		}
-		c := &client{rt: runtime.NewRuntimeServiceClient(conn), img: runtime.NewImageServiceClient(conn), logDir: logDir, image: cfg.Image}
+		c := &client{conn: conn, rt: runtime.NewRuntimeServiceClient(conn), img: runtime.NewImageServiceClient(conn), logDir: logDir, image: cfg.Image}
 		sides[key] = &sideResult{ep: ep, c: c, rpcs: newRecorder(), e2e: newRecorder()}
 	}
 	for key, s := range sides {

@@ -105,3 +105,15 @@ func TestParseMachineCPU(t *testing.T) {
 		t.Error("parseMachineCPU accepted a stat without a cpu line")
 	}
 }
+
+func TestSettle(t *testing.T) {
+	if waited, busy := settle(0); waited != 0 || busy != -1 {
+		t.Fatalf("settle(0) = %v, %v; want no wait and no measure", waited, busy)
+	}
+	// A limit shorter than one sample still takes that sample, and its
+	// share of busy CPUs is a share.
+	waited, busy := settle(time.Nanosecond)
+	if waited < time.Second || busy < 0 || busy > 1.05 {
+		t.Fatalf("settle(1ns) = %v, %v; want one 1 s sample with a share in [0, 1]", waited, busy)
+	}
+}

@@ -247,6 +247,12 @@ func (e *Env) CPUProfile(path string, seconds int) error {
 	return e.fetchProfile(path, fmt.Sprintf("profile?seconds=%d", seconds), time.Duration(seconds+30)*time.Second)
 }
 
+// Trace fetches a Go execution trace of crishim over seconds into path
+// (go tool trace reads it).
+func (e *Env) Trace(path string, seconds int) error {
+	return e.fetchProfile(path, fmt.Sprintf("trace?seconds=%d", seconds), time.Duration(seconds+30)*time.Second)
+}
+
 // HeapProfile fetches crishim's heap profile (after a GC) into path.
 func (e *Env) HeapProfile(path string) error {
 	return e.fetchProfile(path, "heap?gc=1", 30*time.Second)

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -60,6 +61,7 @@ func (r *recorder) get(measure string) []time.Duration {
 
 // client is one CRI endpoint's runtime and image services.
 type client struct {
+	conn   grpc.ClientConnInterface
 	rt     runtime.RuntimeServiceClient
 	img    runtime.ImageServiceClient
 	logDir string
