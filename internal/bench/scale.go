@@ -65,6 +65,13 @@ type scaleResult struct {
 	callsBusy           float64       // share of the CPUs busy while the calls were timed
 }
 
+// newScaleResult is an empty round for requested pods; its busy shares
+// read as not measured until the round measures them.
+func newScaleResult(requested int) *scaleResult {
+	return &scaleResult{requested: requested, calls: newRecorder(), listed: map[string]int{},
+		serverCPU: map[string]time.Duration{}, serverCalls: map[string]int{}, settledBusy: -1, callsBusy: -1}
+}
+
 // ScaleFit is how many of want pods this machine can hold now, and why
 // fewer when it cannot hold them all: the pod network must have an address
 // for each (addresses, 0: not known), MemAvailable must keep a quarter of
@@ -148,8 +155,7 @@ func loadAvg() string {
 // the daemons and shims, then stops and removes every pod at Concurrency
 // and checks that nothing is left.
 func runScale(side string, s *sideResult, cfg Config) {
-	r := &scaleResult{requested: cfg.ScalePods, calls: newRecorder(), listed: map[string]int{},
-		serverCPU: map[string]time.Duration{}, serverCalls: map[string]int{}, settledBusy: -1, callsBusy: -1}
+	r := newScaleResult(cfg.ScalePods)
 	s.scale = r
 	// Failures are counted for the round as well as for the side, from
 	// the parallel starts and stops too.
@@ -397,8 +403,7 @@ func (r *Report) ScaleTable() (Table, bool) {
 		if *x != nil {
 			return ""
 		}
-		*x = &scaleResult{calls: newRecorder(), listed: map[string]int{}, serverCPU: map[string]time.Duration{}, serverCalls: map[string]int{},
-			settledBusy: -1, callsBusy: -1}
+		*x = newScaleResult(0)
 		return fmt.Sprintf("the scale round did not run on %s (-scale-sides %s)", key, r.cfg.ScaleSides)
 	}
 	var skipNotes []string
