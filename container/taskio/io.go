@@ -29,11 +29,14 @@ import (
 // cut the copy short: its owner drains it and shuts it after the exit.
 type IO struct {
 	config cio.Config
-	pipes  *cio.DirectIO
-	sink   *logSink
-	cancel context.CancelFunc
-	copied sync.WaitGroup
-	once   sync.Once
+	// pipes holds the stdin FIFO (if any); the output FIFOs are read by
+	// the pump.
+	pipes   *cio.DirectIO
+	outputs []*pumped
+	sink    *logSink
+	cancel  context.CancelFunc
+	copied  sync.WaitGroup
+	once    sync.Once
 	// stdinClosed is set once CloseStdin closed the container's stdin
 	// for good.
 	stdinClosed atomic.Bool
@@ -71,32 +74,42 @@ func Open(config cio.Config, logPath string, log *logrus.Entry, onDrop func(byte
 	if err != nil {
 		return nil, err
 	}
-	// The FIFOs live as long as the container, not the request: opening
-	// them in the background must not be cancelled with the RPC.
+	// The stdin FIFO lives as long as the container, not the request:
+	// opening it in the background must not be cancelled with the RPC.
 	ctx, cancel := context.WithCancel(context.Background())
-	pipes, err := cio.NewDirectIO(ctx, cio.NewFIFOSet(config, nil))
+	pipes, err := cio.NewDirectIO(ctx, cio.NewFIFOSet(cio.Config{Stdin: config.Stdin}, nil))
 	if err != nil {
 		cancel()
 		sink.Close()
-		return nil, fmt.Errorf("open container fifos: %w", err)
+		return nil, fmt.Errorf("open container stdin fifo: %w", err)
 	}
 	t := &IO{config: config, pipes: pipes, sink: sink, cancel: cancel}
-	copyOne := func(stream string, r interface{ Read([]byte) (int, error) }) {
-		t.copied.Add(1)
-		go func() {
-			defer t.copied.Done()
-			if err := sink.copyStream(stream, r); err != nil {
-				log.WithError(err).WithField("stream", stream).Debug("output copy ended on a read error")
-			}
-		}()
-	}
-	if pipes.Stdout != nil {
-		copyOne(Stdout, pipes.Stdout)
-	}
-	if pipes.Stderr != nil {
-		copyOne(Stderr, pipes.Stderr)
+	if err := t.pumpOutput(); err != nil {
+		t.Shut()
+		return nil, err
 	}
 	return t, nil
+}
+
+// pumpOutput has the pump read the output FIFOs into the sink.
+func (t *IO) pumpOutput() error {
+	p, err := outputPump()
+	if err != nil {
+		return err
+	}
+	for _, out := range []struct{ stream, path string }{{Stdout, t.config.Stdout}, {Stderr, t.config.Stderr}} {
+		if out.path == "" {
+			continue
+		}
+		t.copied.Add(1)
+		s, err := p.add(out.path, streamLines{sink: t.sink, stream: out.stream}, t.copied.Done)
+		if err != nil {
+			t.copied.Done()
+			return fmt.Errorf("container %s: %w", out.stream, err)
+		}
+		t.outputs = append(t.outputs, s)
+	}
+	return nil
 }
 
 func (t *IO) Config() cio.Config { return t.config }
@@ -120,11 +133,16 @@ func (t *IO) Drain(d time.Duration) bool {
 	}
 }
 
-// Shut closes the FIFOs and the log file; the copy goroutines end.
+// Shut closes the FIFOs and the log file.
 func (t *IO) Shut() {
 	t.once.Do(func() {
 		t.cancel()
 		t.pipes.Close()
+		if p, err := outputPump(); err == nil {
+			for _, s := range t.outputs {
+				s.close(p)
+			}
+		}
 		t.Drain(5 * time.Second)
 		t.sink.Close()
 	})

@@ -324,56 +324,53 @@ func (s *logSink) Close() error {
 	return err
 }
 
-// Bounds of copyStream's read buffer.
-const (
-	minLogRead = 2 * 1024
-	maxLogRead = 32 * 1024
-)
+// streamLines turns one output stream, as it is read, into CRI log entries
+// in its sink: complete lines as F, lines longer than maxLogLine in P
+// pieces followed by the F rest, and what is left unterminated at the end
+// as P. Failing writes do not stop it (see logSink). Not safe for
+// concurrent use: one reader feeds it.
+type streamLines struct {
+	sink   *logSink
+	stream string
+	// pending is the start of a line not ended yet; nil between lines,
+	// which is how a quiet container's stream stays without a buffer.
+	pending []byte
+}
 
-// copyStream reads r until EOF or a read error and writes it to the sink
-// as CRI log lines of the given stream: complete lines as F, lines longer
-// than maxLogLine in P pieces followed by the F rest, and a final
-// unterminated line as P. Failing writes do not stop it (see logSink).
-func (s *logSink) copyStream(stream string, r io.Reader) error {
-	// Most containers say little, and each stream's buffer stays pinned
-	// while it blocks in Read: 32 KiB for each of two streams was 7 MiB of
-	// crishim's heap with 100 quiet pods (make bench). Start small and
-	// grow for chatty streams, whose reads fill the buffer.
-	buf := make([]byte, minLogRead)
-	var pending []byte
-	for {
-		n, rerr := r.Read(buf)
-		if n > 0 {
-			chunk := buf[:n]
-			s.publish(stream, chunk)
-			pending = append(pending, chunk...)
-			for {
-				if i := bytes.IndexByte(pending, '\n'); i >= 0 && i <= maxLogLine {
-					s.writeLine(stream, tagFull, pending[:i])
-					pending = pending[i+1:]
-					continue
-				}
-				if len(pending) >= maxLogLine {
-					s.writeLine(stream, tagPartial, pending[:maxLogLine])
-					pending = pending[maxLogLine:]
-					continue
-				}
-				break
-			}
-			// Keep the buffer from pinning an ever-growing backing array.
-			pending = append([]byte(nil), pending...)
-			if n == len(buf) && len(buf) < maxLogRead {
-				buf = make([]byte, 2*len(buf))
-			}
-		}
-		if rerr != nil {
-			if len(pending) > 0 {
-				s.writeLine(stream, tagPartial, pending)
-			}
-			if rerr == io.EOF {
-				return nil
-			}
-			return rerr
-		}
+// write takes the next chunk read. The chunk is not kept: the reader may
+// reuse its buffer.
+func (l *streamLines) write(chunk []byte) {
+	l.sink.publish(l.stream, chunk)
+	data := chunk
+	if len(l.pending) > 0 {
+		data = append(l.pending, chunk...)
 	}
+	for {
+		if i := bytes.IndexByte(data, '\n'); i >= 0 && i <= maxLogLine {
+			l.sink.writeLine(l.stream, tagFull, data[:i])
+			data = data[i+1:]
+			continue
+		}
+		if len(data) >= maxLogLine {
+			l.sink.writeLine(l.stream, tagPartial, data[:maxLogLine])
+			data = data[maxLogLine:]
+			continue
+		}
+		break
+	}
+	// A copy, so that the line's start pins neither the reader's buffer
+	// nor an ever-growing backing array.
+	l.pending = nil
+	if len(data) > 0 {
+		l.pending = append([]byte(nil), data...)
+	}
+}
+
+// end writes what is left of an unterminated line, at the end of the
+// stream.
+func (l *streamLines) end() {
+	if len(l.pending) > 0 {
+		l.sink.writeLine(l.stream, tagPartial, l.pending)
+	}
+	l.pending = nil
 }

@@ -467,3 +467,23 @@ func TestLogFailingSinkReopensRemovedFile(t *testing.T) {
 		t.Errorf("a healthy sink recreated its removed file: %v", err)
 	}
 }
+
+// copyStream feeds r to the sink as the pump feeds a FIFO: read by read,
+// until EOF or a read error.
+func (s *logSink) copyStream(stream string, r io.Reader) error {
+	lines := streamLines{sink: s, stream: stream}
+	defer lines.end()
+	buf := make([]byte, 2048)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			lines.write(buf[:n])
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
