@@ -3,7 +3,9 @@ package taskio
 import (
 	"errors"
 	"fmt"
+	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -55,8 +57,22 @@ var outputPump = sync.OnceValues(func() (*pump, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create epoll instance for container output: %w", err)
 	}
+	// The pump waits for its epoll descriptor in Go's own poller, as a
+	// socket's reader does, not in a blocking epoll_wait, which would
+	// hold an OS thread for good and, each time it is entered, the P it
+	// ran on until the runtime's monitor takes that back.
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("make container output's epoll instance non-blocking: %w", err)
+	}
+	f := os.NewFile(uintptr(epfd), "container-output-epoll")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("watch container output's epoll instance: %w", err)
+	}
 	p := &pump{epfd: epfd, streams: map[uint64]*pumped{}}
-	go p.run()
+	go p.run(rc)
 	return p, nil
 })
 
@@ -101,22 +117,31 @@ func (p *pump) forget(key uint64) {
 	p.mu.Unlock()
 }
 
-func (p *pump) run() {
+// run handles the streams epoll reports ready, for the process's
+// lifetime. rc holds the epoll descriptor's file, and so keeps it open.
+func (p *pump) run(rc syscall.RawConn) {
 	buf := make([]byte, pumpReadSize)
 	events := make([]unix.EpollEvent, 64)
 	for {
-		n, err := unix.EpollWait(p.epfd, events, -1)
+		var n int
+		var werr error
+		err := rc.Read(func(fd uintptr) bool {
+			n, werr = unix.EpollWait(int(fd), events, 0)
+			// Nothing ready: park until the poller sees the epoll
+			// descriptor readable.
+			return n > 0 || werr != nil
+		})
+		if err == nil && werr != nil && !errors.Is(werr, unix.EINTR) {
+			err = werr
+		}
 		if err != nil {
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
 			// Not expected with a valid epoll descriptor and buffer;
 			// should it happen, output waits in the pipes, not lost.
 			logrus.WithError(err).Error("wait for container output")
 			time.Sleep(time.Second)
 			continue
 		}
-		for _, ev := range events[:n] {
+		for _, ev := range events[:max(n, 0)] {
 			key := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
 			p.mu.Lock()
 			s := p.streams[key]
