@@ -157,9 +157,10 @@ type outputChunk struct {
 	data   []byte
 }
 
-// outputQueue carries a container's output to one attach client. The log
-// copier publishes into it and must never wait for a client, so chunks
-// queue here up to limit bytes and any more are dropped, not blocked on.
+// outputQueue carries a container's output to one attach client. The
+// output pump (taskio) publishes into it and must never wait for a client,
+// so chunks queue here up to limit bytes and any more are dropped, not
+// blocked on.
 type outputQueue struct {
 	mu      sync.Mutex
 	chunks  []outputChunk

@@ -153,8 +153,8 @@ func (t *IO) Shut() {
 func (t *IO) ReopenLog() error { return t.sink.Reopen() }
 
 // Subscribe registers fn for the raw output of both streams (stream is
-// Stdout or Stderr) as it arrives. fn runs on the copying goroutine and
-// must not block. The returned function unsubscribes.
+// Stdout or Stderr) as it arrives. fn runs on the goroutine that reads
+// every container's output and must not block. The returned function unsubscribes.
 func (t *IO) Subscribe(fn func(stream string, p []byte)) (unsubscribe func()) {
 	return t.sink.Subscribe(fn)
 }

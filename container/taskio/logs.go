@@ -33,11 +33,12 @@ const (
 // logSink is the destination of one container's output: the CRI log file
 // (both streams interleaved line by line) and any live subscribers.
 //
-// Writing the file must never hold up the container: the copier that
-// feeds the sink is the only reader of the container's output pipes, so a
-// copier stuck on a failed write (a full disk) would block the container
-// in its next write for good. A line that cannot be written is dropped
-// instead, counted and warned about, and every later line tries again.
+// Writing the file must never hold up the container: the pump that feeds
+// the sink is the only reader of the container's output pipes (and of
+// every other container's), so a pump stuck on a failed write (a full
+// disk) would block the containers in their next writes for good. A line
+// that cannot be written is dropped instead, counted and warned about, and
+// every later line tries again.
 type logSink struct {
 	mu   sync.Mutex
 	path string
@@ -148,8 +149,9 @@ func (s *logSink) Reopen() error {
 }
 
 // Subscribe registers fn to receive the raw output of both streams as it
-// arrives (for attach). fn runs on the copying goroutine and must not
-// block. The returned function unsubscribes.
+// arrives (for attach). fn runs on the pump's goroutine, which reads every
+// container's output, and must not block. The returned function
+// unsubscribes.
 func (s *logSink) Subscribe(fn func(stream string, p []byte)) func() {
 	s.subsMu.Lock()
 	defer s.subsMu.Unlock()

@@ -16,11 +16,13 @@ import (
 // goroutine waiting in epoll, rather than on a goroutine per stream parked
 // in a read. A node's containers mostly say nothing, and each parked
 // reader held ~10 KiB of stack and a buffer of its own: with 500 pods
-// (1000 streams) that was ~12 MiB of crishim's ~80 MiB, for no work done.
+// (1000 streams) that was ~10 MiB of crishim's ~80 MiB, for no work done.
 //
-// Reads are non-blocking and writes go to the log files, all on the one
-// goroutine. A slow disk holds up every container's output rather than
-// one's; they all write to the same log directory, so it would anyway.
+// Reads are non-blocking; the log writes and the live subscribers run on
+// the one goroutine too, so a write that stalls holds up every
+// container's output, not only its own. The logs all live in the
+// kubelet's log directory, on one disk, whose stalls reach every writer
+// alike.
 type pump struct {
 	epfd int
 
