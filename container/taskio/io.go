@@ -138,10 +138,8 @@ func (t *IO) Shut() {
 	t.once.Do(func() {
 		t.cancel()
 		t.pipes.Close()
-		if p, err := outputPump(); err == nil {
-			for _, s := range t.outputs {
-				s.close(p)
-			}
+		for _, s := range t.outputs {
+			s.close()
 		}
 		t.Drain(5 * time.Second)
 		t.sink.Close()
@@ -154,7 +152,8 @@ func (t *IO) ReopenLog() error { return t.sink.Reopen() }
 
 // Subscribe registers fn for the raw output of both streams (stream is
 // Stdout or Stderr) as it arrives. fn runs on the goroutine that reads
-// every container's output and must not block. The returned function unsubscribes.
+// every container's output and must not block. The returned function
+// unsubscribes.
 func (t *IO) Subscribe(fn func(stream string, p []byte)) (unsubscribe func()) {
 	return t.sink.Subscribe(fn)
 }

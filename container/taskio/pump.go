@@ -33,7 +33,8 @@ type pump struct {
 
 // pumped is one output FIFO being read by the pump.
 type pumped struct {
-	key uint64
+	pump *pump
+	key  uint64
 	// mu is held while the pump reads fd and while the stream is closed,
 	// so a descriptor is never read after it was closed (and its number
 	// possibly reused).
@@ -94,7 +95,7 @@ func (p *pump) add(path string, lines streamLines, done func()) (*pumped, error)
 	if err != nil {
 		return nil, fmt.Errorf("open fifo %s: %w", path, err)
 	}
-	s := &pumped{fd: fd, lines: lines, done: done}
+	s := &pumped{pump: p, fd: fd, lines: lines, done: done}
 	p.mu.Lock()
 	p.lastKey++
 	s.key = p.lastKey
@@ -149,14 +150,14 @@ func (p *pump) run(rc syscall.RawConn) {
 			s := p.streams[key]
 			p.mu.Unlock()
 			if s != nil {
-				s.readReady(p, buf)
+				s.readReady(buf)
 			}
 		}
 	}
 }
 
 // readReady reads what the FIFO holds, up to maxReadsPerWake buffers.
-func (s *pumped) readReady(p *pump, buf []byte) {
+func (s *pumped) readReady(buf []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for range maxReadsPerWake {
@@ -175,29 +176,30 @@ func (s *pumped) readReady(p *pump, buf []byte) {
 		case err == nil:
 			// Read returns 0 only once every writer closed the FIFO:
 			// epoll reports nothing before the first one came.
-			s.closeLocked(p)
+			s.closeLocked()
 		case errors.Is(err, unix.EINTR):
 		case errors.Is(err, unix.EAGAIN):
 			return
 		default:
 			s.lines.sink.log.WithError(err).WithField("stream", s.lines.stream).Debug("output copy ended on a read error")
-			s.closeLocked(p)
+			s.closeLocked()
 		}
 	}
 }
 
 // close stops reading the stream: what is left of an unterminated line
 // is written, and done called. Output still in the FIFO is not read.
-func (s *pumped) close(p *pump) {
+func (s *pumped) close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.closeLocked(p)
+	s.closeLocked()
 }
 
-func (s *pumped) closeLocked(p *pump) {
+func (s *pumped) closeLocked() {
 	if s.fd < 0 {
 		return
 	}
+	p := s.pump
 	p.forget(s.key)
 	// Closing alone leaves the registration in place while a duplicate
 	// of the descriptor lives; removing it first does not rely on there
