@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 )
 
 // openTestIO opens the IO of a container without stdin in a directory of
@@ -206,4 +207,38 @@ func waitFor(cond func() bool) bool {
 		}
 	}
 	return cond()
+}
+
+// One round reads at most maxReadsPerWake buffers of a stream, so that a
+// container whose pipe never empties leaves the pump to the others.
+func TestPumpRoundReadsBounded(t *testing.T) {
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	const buffered = (maxReadsPerWake + 2) * pumpReadSize
+	if _, err := unix.FcntlInt(uintptr(fds[1]), unix.F_SETPIPE_SZ, 2*buffered); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := unix.Write(fds[1], bytes.Repeat([]byte("x\n"), buffered/2)); n != buffered || err != nil {
+		t.Fatalf("wrote %d bytes, %v; want %d", n, err, buffered)
+	}
+	sink, err := openLogSink("", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := 0
+	sink.Subscribe(func(_ string, p []byte) { read += len(p) })
+	// Not added to the pump: this test is the only reader.
+	s := &pumped{fd: fds[0], lines: streamLines{sink: sink, stream: Stdout}, done: func() { t.Error("stream ended while its writer is open") }}
+	s.readReady(make([]byte, pumpReadSize))
+	if read != maxReadsPerWake*pumpReadSize {
+		t.Fatalf("one round read %d bytes of %d buffered, want %d", read, buffered, maxReadsPerWake*pumpReadSize)
+	}
+	s.readReady(make([]byte, pumpReadSize))
+	if read != buffered {
+		t.Fatalf("two rounds read %d bytes of %d buffered", read, buffered)
+	}
 }
