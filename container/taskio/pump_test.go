@@ -16,7 +16,7 @@ import (
 
 // openTestIO opens the IO of a container without stdin in a directory of
 // its own, its log in that directory.
-func openTestIO(t *testing.T) (tio *IO, dir, logPath string) {
+func openTestIO(t testing.TB) (tio *IO, dir, logPath string) {
 	t.Helper()
 	dir = t.TempDir()
 	logPath = filepath.Join(dir, "ctr.log")
@@ -30,7 +30,7 @@ func openTestIO(t *testing.T) (tio *IO, dir, logPath string) {
 
 // openWriter opens the writing end of one of dir's output FIFOs, as the
 // shim does.
-func openWriter(t *testing.T, dir, stream string) *os.File {
+func openWriter(t testing.TB, dir, stream string) *os.File {
 	t.Helper()
 	w, err := os.OpenFile(filepath.Join(dir, stream), os.O_WRONLY, 0)
 	if err != nil {
