@@ -6,10 +6,13 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -107,10 +110,103 @@ func BenchmarkKubeletBurst(bench *testing.B) {
 	row("drop → all Ready (max)", func(r burstResult) float64 { return r.max })
 	row("manifests removed → no running container, no ready sandbox", func(r burstResult) float64 { return r.gone })
 	fmt.Fprintf(&s, "\nGoal (issue #14): B/A ≤ 0.8 for the time to all Ready.\n\n")
+	fmt.Fprintf(&s, "The kubelet's own measure of its CRI calls from the drop to the last Ready (kubelet_runtime_operations_duration_seconds): mean ms per call (calls per round).\n\n")
+	fmt.Fprintf(&s, "| operation | %s | %s | %s | B/A | B evented/A |\n|---|---:|---:|---:|---:|---:|\n", vs[0].label, vs[1].label, vs[2].label)
+	opNames := map[string]bool{}
+	for _, rs := range res {
+		for _, r := range rs {
+			for op := range r.ops {
+				opNames[op] = true
+			}
+		}
+	}
+	for _, op := range slices.Sorted(maps.Keys(opNames)) {
+		var cells []string
+		var means []float64
+		for _, v := range vs {
+			var n, sum float64
+			for _, r := range res[v.label] {
+				n += r.ops[op].n
+				sum += r.ops[op].sum
+			}
+			if n == 0 {
+				cells, means = append(cells, "–"), append(means, 0)
+				continue
+			}
+			m := 1000 * sum / n
+			cells = append(cells, fmt.Sprintf("%s (%s)", fmtNum(m), fmtNum(n/float64(len(res[v.label])))))
+			means = append(means, m)
+		}
+		fmt.Fprintf(&s, "| %s | %s | %s | %s | %s | %s |\n", op, cells[0], cells[1], cells[2], ratio(means[1], means[0]), ratio(means[2], means[0]))
+	}
+	s.WriteString("\n")
 	report(t, s.String())
 }
 
-type burstResult struct{ p50, max, gone float64 }
+type burstResult struct {
+	p50, max, gone float64
+	// ops is what the kubelet measured of its own CRI calls from the drop
+	// to the last pod's Ready: the runtime's answer times as its main
+	// client sees them, comparable between A and B.
+	ops map[string]opTotal
+}
+
+// opTotal is one operation type's count and summed seconds in the
+// kubelet's kubelet_runtime_operations_duration_seconds histogram.
+type opTotal struct {
+	n   float64
+	sum float64
+}
+
+// runtimeOps reads the kubelet's totals of its CRI calls by operation.
+func (k *Kubelet) runtimeOps() (map[string]opTotal, error) {
+	data, err := k.get("/metrics")
+	if err != nil {
+		return nil, err
+	}
+	const name = "kubelet_runtime_operations_duration_seconds_"
+	ops := map[string]opTotal{}
+	for _, line := range strings.Split(string(data), "\n") {
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok {
+			continue
+		}
+		kind, rest, _ := strings.Cut(rest, "{")
+		_, rest, _ = strings.Cut(rest, `operation_type="`)
+		op, rest, _ := strings.Cut(rest, `"`)
+		_, value, _ := strings.Cut(rest, "} ")
+		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err != nil || op == "" {
+			continue
+		}
+		t := ops[op]
+		switch kind {
+		case "sum":
+			t.sum = v
+		case "count":
+			t.n = v
+		default:
+			continue
+		}
+		ops[op] = t
+	}
+	if len(ops) == 0 {
+		return nil, fmt.Errorf("no %s* series in the kubelet's /metrics", name)
+	}
+	return ops, nil
+}
+
+// opsSince is each operation's calls and seconds between two readings.
+func opsSince(before, after map[string]opTotal) map[string]opTotal {
+	d := map[string]opTotal{}
+	for op, a := range after {
+		b := before[op]
+		if a.n > b.n {
+			d[op] = opTotal{n: a.n - b.n, sum: a.sum - b.sum}
+		}
+	}
+	return d
+}
 
 // burstRound runs one burst on a fresh kubelet and stops it afterwards.
 func burstRound(t testing.TB, v variant, name string) burstResult {
@@ -131,6 +227,10 @@ func burstRound(t testing.TB, v variant, name string) burstResult {
 			t.Fatal(err)
 		}
 	}
+	opsBefore, err := k.runtimeOps()
+	if err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
 	for _, n := range names {
 		if err := os.Rename(filepath.Join(k.Dir, n+".json.tmp"), filepath.Join(k.ManifestDir, n+".json")); err != nil {
@@ -138,7 +238,7 @@ func burstRound(t testing.TB, v variant, name string) burstResult {
 		}
 	}
 	ready := map[string]float64{}
-	err := testenv.Poll(5*time.Minute, 100*time.Millisecond, "all burst pods ready", func() (bool, error) {
+	err = testenv.Poll(5*time.Minute, 100*time.Millisecond, "all burst pods ready", func() (bool, error) {
 		pods, err := k.Pods()
 		if err != nil {
 			return false, err
@@ -160,6 +260,11 @@ func burstRound(t testing.TB, v variant, name string) burstResult {
 	}
 	sort.Float64s(times)
 	r := burstResult{p50: times[(len(times)-1)/2], max: times[len(times)-1]}
+	opsAfter, err := k.runtimeOps()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.ops = opsSince(opsBefore, opsAfter)
 
 	start = time.Now()
 	for _, n := range names {
