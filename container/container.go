@@ -112,6 +112,7 @@ type Manager struct {
 	sandboxes Sandboxes
 	cfg       Config
 	stopper   *lifecycle.Stopper
+	exits     *lifecycle.Exits
 
 	ownOOMScoreAdj int
 	allCaps        []string
@@ -151,6 +152,9 @@ func New(client *containerd.Client, images Images, sandboxes Sandboxes, cfg Conf
 		journal:    journal.New(filepath.Join(cfg.Root, "journal", "containers")),
 		cpu:        stats.NewRates(),
 		cgroupRoot: "/sys/fs/cgroup",
+	}
+	if client != nil {
+		m.exits = lifecycle.NewExits(client, client.DefaultNamespace())
 	}
 	m.ownOOMScoreAdj = oomscore.Own()
 	if caps, err := cap.Current(); err == nil {
@@ -491,7 +495,7 @@ func (m *Manager) monitor(e *entry, task containerd.Task, persistStart bool) {
 	ctx := m.nsCtx(context.Background())
 	code, exitedAt := uint32(exitCodeUnknown), time.Time{}
 	reason, message := ReasonUnknown, ""
-	if st, ok := lifecycle.AwaitExit(ctx, m.client, e.id, log); ok {
+	if st, ok := m.exits.Await(ctx, e.id, log); ok {
 		code, exitedAt = st.ExitCode(), st.ExitTime()
 		reason = m.exitReasonOf(e, code)
 	} else {

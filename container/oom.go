@@ -23,8 +23,9 @@ import (
 // containerd's exit event before its reason is settled. The shim sends a
 // container's OOM event before its exit event, on one ordered stream, so
 // once the exit event has arrived any OOM event has too; crishim learns of
-// the exit itself through Wait, which may come first. The event comes
-// within milliseconds; on a loaded node the stream has lagged a second.
+// the exit itself through lifecycle.Exits, a subscription of its own that
+// may deliver first. The event comes within milliseconds; on a loaded node
+// the stream has lagged a second.
 const exitEventWait = 5 * time.Second
 
 // startTaskEvents follows containerd's task OOM and exit events for the
@@ -45,6 +46,9 @@ func (m *Manager) Close() {
 	m.eventsOnce.Do(func() {}) // no follower starts after Close
 	if m.stopEvents != nil {
 		m.stopEvents()
+	}
+	if m.exits != nil {
+		m.exits.Close()
 	}
 }
 

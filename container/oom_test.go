@@ -66,7 +66,7 @@ func TestTaskOOMEventSetsReason(t *testing.T) {
 	m.handleTaskEvent(ctrdruntime.TaskOOMEventTopic, []byte{0xff, 0xff})
 }
 
-// crishim can learn of the exit (through Wait) before the OOM event: the
+// crishim can learn of the exit (through lifecycle.Exits) before the OOM event: the
 // reason waits for the exit event, which the shim sends after the OOM one.
 func TestOOMEventAfterExitIsSeen(t *testing.T) {
 	m, es := oomTestManager(t, "systemd", "a")

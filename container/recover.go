@@ -265,7 +265,7 @@ func (m *Manager) killUnknown(e *entry, cause error) error {
 	switch err = errdefs.FromGRPC(err); {
 	case err == nil:
 		wctx, wcancel := context.WithTimeout(ctx, killUnknownWait)
-		st, ok := lifecycle.AwaitExit(wctx, m.client, e.id, log)
+		st, ok := m.exits.Await(wctx, e.id, log)
 		werr := wctx.Err()
 		wcancel()
 		if ok {

@@ -18,7 +18,6 @@ import (
 	"github.com/crishim/crishim/internal/network"
 	"github.com/crishim/crishim/internal/runtimeopts"
 	"github.com/crishim/crishim/internal/undo"
-	"github.com/crishim/crishim/lifecycle"
 	crishimpb "github.com/crishim/crishim/proto"
 )
 
@@ -341,7 +340,7 @@ func processImageOf(ctx context.Context, local *image.Local) (processImage, erro
 // it reports the pod stopped and deletes the exited task.
 func (m *Manager) watch(p *pod) {
 	log := m.logger(p.id)
-	if st, ok := lifecycle.AwaitExit(m.withNS(context.Background()), m.client, p.id, log); ok {
+	if st, ok := m.exits.Await(m.withNS(context.Background()), p.id, log); ok {
 		log.WithField("exit_code", st.ExitCode()).Info("pause container exited")
 	} else {
 		log.Warn("pause task gone without an exit status; its shim died or containerd lost it")

@@ -30,6 +30,7 @@ import (
 	"github.com/crishim/crishim/internal/oomscore"
 	"github.com/crishim/crishim/internal/stats"
 	"github.com/crishim/crishim/internal/undo"
+	"github.com/crishim/crishim/lifecycle"
 )
 
 // Config is what the sandbox manager needs from crishim's configuration.
@@ -101,6 +102,7 @@ type Manager struct {
 	cfg    Config
 	// ns is the containerd namespace, for contexts made from scratch.
 	ns       string
+	exits    *lifecycle.Exits
 	oomFloor int
 
 	// cpu keeps each pod's previous CPU sample for rates.
@@ -188,8 +190,16 @@ func New(client *containerd.Client, images *image.Service, net *network.Manager,
 	}
 	if client != nil {
 		m.ns = client.DefaultNamespace()
+		m.exits = lifecycle.NewExits(client, m.ns)
 	}
 	return m
+}
+
+// Close stops following containerd's task exits.
+func (m *Manager) Close() {
+	if m.exits != nil {
+		m.exits.Close()
+	}
 }
 
 // withNS makes sure ctx names crishim's containerd namespace: spec

@@ -254,6 +254,9 @@ func (s *Server) Close() error {
 	if s.containers != nil {
 		s.containers.Close()
 	}
+	if s.sandboxes != nil {
+		s.sandboxes.Close()
+	}
 	return s.client.Close()
 }
 

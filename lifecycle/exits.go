@@ -1,0 +1,251 @@
+package lifecycle
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/containerd/containerd"
+	eventstypes "github.com/containerd/containerd/api/events"
+	"github.com/containerd/containerd/api/services/tasks/v1"
+	tasktypes "github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/namespaces"
+	"github.com/containerd/containerd/protobuf"
+	ctrdruntime "github.com/containerd/containerd/runtime"
+	"github.com/sirupsen/logrus"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/protobuf/proto"
+)
+
+// exitsMarkerTopic carries the event Exits publishes to itself after each
+// subscription: seeing it come back proves the subscription is live.
+const exitsMarkerTopic = "/crishim/exits/subscribed"
+
+// Exits tells waiters when their tasks exit, from containerd's task exit
+// events. A node runs one task per pod and per container for months; a
+// blocking Tasks/Wait for each would hold a stream in crishim, a goroutine
+// and a stream in containerd and a request in every shim for as long. One
+// event subscription serves all of them instead.
+//
+// An event only says "look now": the exit status always comes from the
+// task's state (Tasks/Get), so an event lost while containerd restarted, or
+// one that came before the waiter, cannot be the difference. Each waiter
+// reads its task's state once when it starts waiting, again on its task's
+// exit event, and every waiter again once a new subscription is known to
+// be live, which covers every exit the broken stream missed.
+type Exits struct {
+	client *containerd.Client
+	ns     string
+
+	start sync.Once
+	stop  context.CancelFunc
+
+	mu      sync.Mutex
+	closed  bool
+	waiters map[string]map[chan struct{}]struct{} // by task ID: each waiter's wake-up
+}
+
+// NewExits makes the exit watcher of containerd namespace ns. It follows
+// events from the first Await until Close.
+func NewExits(client *containerd.Client, ns string) *Exits {
+	return &Exits{client: client, ns: ns, waiters: map[string]map[chan struct{}]struct{}{}}
+}
+
+// Close stops following events; waiters then only see their own state
+// reads, and a new Await returns at once as if its ctx had ended.
+func (x *Exits) Close() {
+	x.start.Do(func() {})
+	x.mu.Lock()
+	x.closed = true
+	for _, ws := range x.waiters {
+		for w := range ws {
+			wake(w)
+		}
+	}
+	x.mu.Unlock()
+	if x.stop != nil {
+		x.stop()
+	}
+}
+
+// Await blocks until the task of container id exits and returns its exit
+// status; ok is false when the task is gone (deleted, or lost by containerd
+// after its shim died) without an exit to report. containerd being away is
+// not an exit: the state is read again once it is back. It returns early,
+// with ok false, only when ctx ends or the watcher is closed. ctx must name
+// the namespace.
+func (x *Exits) Await(ctx context.Context, id string, log *logrus.Entry) (st containerd.ExitStatus, ok bool) {
+	x.start.Do(func() {
+		fctx, cancel := context.WithCancel(context.Background())
+		x.stop = cancel
+		go x.follow(fctx)
+	})
+	w, ok := x.add(id)
+	if !ok {
+		return containerd.ExitStatus{}, false
+	}
+	defer x.remove(id, w)
+	backoff := 100 * time.Millisecond
+	failing := false
+	for {
+		st, exited, err := x.state(ctx, id)
+		switch {
+		case err == nil && exited:
+			return st, true
+		case errdefs.IsNotFound(err), ctx.Err() != nil, x.isClosed():
+			return containerd.ExitStatus{}, false
+		}
+		var retry <-chan time.Time
+		if err != nil {
+			// Most often containerd restarting; the new subscription wakes
+			// every waiter, and the timer covers errors of a live one.
+			if !failing {
+				log.WithError(err).Warn("cannot read the task's state; reading it again")
+				failing = true
+			}
+			retry = time.After(backoff)
+			backoff = min(2*backoff, 5*time.Second)
+		} else {
+			backoff, failing = 100*time.Millisecond, false
+		}
+		select {
+		case <-w:
+		case <-retry:
+		case <-ctx.Done():
+			return containerd.ExitStatus{}, false
+		}
+	}
+}
+
+// state reads whether the task has exited, and its status if so.
+func (x *Exits) state(ctx context.Context, id string) (containerd.ExitStatus, bool, error) {
+	resp, err := x.client.TaskService().Get(ctx, &tasks.GetRequest{ContainerID: id})
+	if err != nil {
+		return containerd.ExitStatus{}, false, errdefs.FromGRPC(err)
+	}
+	p := resp.GetProcess()
+	if p.GetStatus() != tasktypes.Status_STOPPED {
+		return containerd.ExitStatus{}, false, nil
+	}
+	return *containerd.NewExitStatus(p.GetExitStatus(), protobuf.FromTimestamp(p.GetExitedAt()), nil), true, nil
+}
+
+func (x *Exits) add(id string) (chan struct{}, bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.closed {
+		return nil, false
+	}
+	w := make(chan struct{}, 1)
+	if x.waiters[id] == nil {
+		x.waiters[id] = map[chan struct{}]struct{}{}
+	}
+	x.waiters[id][w] = struct{}{}
+	return w, true
+}
+
+func (x *Exits) remove(id string, w chan struct{}) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	delete(x.waiters[id], w)
+	if len(x.waiters[id]) == 0 {
+		delete(x.waiters, id)
+	}
+}
+
+func (x *Exits) isClosed() bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.closed
+}
+
+// wakeTask wakes the waiters of one task; wakeAll every waiter.
+func (x *Exits) wakeTask(id string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for w := range x.waiters[id] {
+		wake(w)
+	}
+}
+
+func (x *Exits) wakeAll() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for _, ws := range x.waiters {
+		for w := range ws {
+			wake(w)
+		}
+	}
+}
+
+// wake never blocks: a wake-up already pending covers this one too.
+func wake(w chan struct{}) {
+	select {
+	case w <- struct{}{}:
+	default:
+	}
+}
+
+// follow subscribes to the namespace's exit events until ctx ends or the
+// client is closed, subscribing again whenever the stream breaks.
+func (x *Exits) follow(ctx context.Context) {
+	ctx = namespaces.WithNamespace(ctx, x.ns)
+	filters := []string{
+		fmt.Sprintf("namespace==%q,topic==%q", x.ns, ctrdruntime.TaskExitEventTopic),
+		fmt.Sprintf("namespace==%q,topic==%q", x.ns, exitsMarkerTopic),
+	}
+	log := logrus.WithField("component", "exits")
+	backoff := 100 * time.Millisecond
+	for {
+		err := x.subscribe(ctx, filters, func() { backoff = 100 * time.Millisecond })
+		if ctx.Err() != nil || x.client.Conn().GetState() == connectivity.Shutdown {
+			return
+		}
+		log.WithError(err).Warn("lost containerd's task exit events; subscribing again")
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// subscribe follows one subscription until it breaks. Once its own marker
+// comes back through it, the stream is live: every waiter reads its task's
+// state again then, for exits that happened while no stream was.
+func (x *Exits) subscribe(ctx context.Context, filters []string, live func()) error {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	evc, errc := x.client.Subscribe(sctx, filters...)
+	token := make([]byte, 8)
+	_, _ = rand.Read(token)
+	marker := hex.EncodeToString(token)
+	if err := x.client.EventService().Publish(sctx, exitsMarkerTopic, &eventstypes.TaskExit{ContainerID: marker}); err != nil {
+		return fmt.Errorf("publish the subscription marker: %w", err)
+	}
+	for {
+		select {
+		case env := <-evc:
+			var ev eventstypes.TaskExit
+			if err := proto.Unmarshal(env.Event.GetValue(), &ev); err != nil {
+				continue
+			}
+			switch {
+			case env.Topic == exitsMarkerTopic:
+				if ev.ContainerID == marker {
+					live()
+					x.wakeAll()
+				}
+			case ev.ID == ev.ContainerID: // not an exec process
+				x.wakeTask(ev.ContainerID)
+			}
+		case err := <-errc:
+			return err
+		}
+	}
+}

@@ -1,0 +1,265 @@
+package lifecycle
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/cio"
+	"github.com/containerd/containerd/namespaces"
+	"github.com/containerd/containerd/oci"
+	"github.com/containerd/containerd/remotes/docker"
+	"github.com/containerd/containerd/remotes/docker/config"
+	"github.com/sirupsen/logrus"
+
+	"github.com/crishim/crishim/integration/testenv"
+)
+
+// The Exits tests run busybox tasks on a private containerd (testenv.Shared).
+const exitsNamespace = "crishim-lifecycle-test"
+
+var stack testenv.Shared
+
+func TestMain(m *testing.M) { os.Exit(stack.Main(m)) }
+
+type exitsEnv struct {
+	client *containerd.Client
+	ctx    context.Context
+	image  containerd.Image
+}
+
+func setupExits(t *testing.T) *exitsEnv {
+	stk := stack.Env(t)
+	client, err := containerd.New(stk.Containerd.Address, containerd.WithDefaultNamespace(exitsNamespace))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	ctx := namespaces.WithNamespace(context.Background(), exitsNamespace)
+	resolver := docker.NewResolver(docker.ResolverOptions{
+		Hosts: config.ConfigureHosts(ctx, config.HostOptions{HostDir: config.HostDirFromRoot(stk.RegistryConfigDir)}),
+	})
+	img, err := client.Pull(ctx, stk.BusyboxImage, containerd.WithResolver(resolver), containerd.WithPullUnpack,
+		containerd.WithPullSnapshotter("overlayfs"))
+	if err != nil {
+		t.Fatalf("pull %s: %v", stk.BusyboxImage, err)
+	}
+	return &exitsEnv{client: client, ctx: ctx, image: img}
+}
+
+// task creates and starts a busybox task running args; the test's end
+// removes it.
+func (e *exitsEnv) task(t *testing.T, args ...string) containerd.Task {
+	t.Helper()
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	id := "exits-" + hex.EncodeToString(b)
+	c, err := e.client.NewContainer(e.ctx, id, containerd.WithSnapshotter("overlayfs"),
+		containerd.WithNewSnapshot(id, e.image),
+		containerd.WithNewSpec(oci.WithImageConfig(e.image), oci.WithProcessArgs(args...)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(e.ctx, time.Minute)
+		defer cancel()
+		if task, err := c.Task(ctx, nil); err == nil {
+			_, _ = task.Delete(ctx, containerd.WithProcessKill)
+		}
+		_ = c.Delete(ctx, containerd.WithSnapshotCleanup)
+	})
+	task, err := c.NewTask(e.ctx, cio.NullIO)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task.Start(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	return task
+}
+
+type awaited struct {
+	st containerd.ExitStatus
+	ok bool
+}
+
+// await runs x.Await in the background and returns once it is waiting.
+func await(t *testing.T, x *Exits, ctx context.Context, id string) <-chan awaited {
+	t.Helper()
+	ch := make(chan awaited, 1)
+	go func() {
+		st, ok := x.Await(ctx, id, logrus.WithField("test", t.Name()))
+		ch <- awaited{st, ok}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		x.mu.Lock()
+		n := len(x.waiters[id])
+		x.mu.Unlock()
+		if n > 0 {
+			return ch
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Await did not register a waiter within 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func receive(t *testing.T, ch <-chan awaited, what string) awaited {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(30 * time.Second):
+		t.Fatalf("Await did not return within 30s after %s", what)
+		return awaited{}
+	}
+}
+
+// TestExitsAwaitRunningTask: a waiter on a running task learns its exit
+// status from the exit event, and then no waiter is left registered.
+func TestExitsAwaitRunningTask(t *testing.T) {
+	e := setupExits(t)
+	x := NewExits(e.client, exitsNamespace)
+	defer x.Close()
+	task := e.task(t, "sleep", "1000")
+	ch := await(t, x, e.ctx, task.ID())
+	select {
+	case r := <-ch:
+		t.Fatalf("Await returned %+v while the task runs", r)
+	default:
+	}
+	if err := task.Kill(e.ctx, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	r := receive(t, ch, "SIGKILL")
+	if !r.ok || r.st.ExitCode() != 137 || r.st.ExitTime().IsZero() {
+		t.Fatalf("Await = code %d at %v, ok %v; want 137 with a time, ok", r.st.ExitCode(), r.st.ExitTime(), r.ok)
+	}
+	x.mu.Lock()
+	left := len(x.waiters)
+	x.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d tasks still have waiters after the exit", left)
+	}
+}
+
+// TestExitsAwaitExitedTask: a task that exited before anyone waited
+// reports its status at once; so does every further waiter.
+func TestExitsAwaitExitedTask(t *testing.T) {
+	e := setupExits(t)
+	x := NewExits(e.client, exitsNamespace)
+	defer x.Close()
+	task := e.task(t, "sh", "-c", "exit 3")
+	exited, err := task.Wait(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("task did not exit")
+	}
+	for i := 0; i < 2; i++ {
+		st, ok := x.Await(e.ctx, task.ID(), logrus.WithField("test", t.Name()))
+		if !ok || st.ExitCode() != 3 {
+			t.Fatalf("Await %d = code %d, ok %v; want 3, ok", i, st.ExitCode(), ok)
+		}
+	}
+}
+
+// TestExitsAwaitGoneTask: a task deleted before or while it is waited on
+// has no exit to report: ok is false, not a wait forever.
+func TestExitsAwaitGoneTask(t *testing.T) {
+	e := setupExits(t)
+	x := NewExits(e.client, exitsNamespace)
+	defer x.Close()
+	if _, ok := x.Await(e.ctx, "exits-never-created", logrus.WithField("test", t.Name())); ok {
+		t.Fatal("Await of a task that never existed reported an exit")
+	}
+	task := e.task(t, "sh", "-c", "exit 0")
+	exited, err := task.Wait(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-exited
+	if _, err := task.Delete(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := x.Await(e.ctx, task.ID(), logrus.WithField("test", t.Name())); ok {
+		t.Fatal("Await of a deleted task reported an exit")
+	}
+}
+
+// TestExitsCloseEndsWaits: closing the watcher releases its waiters, and
+// a wait begun after it returns at once.
+func TestExitsCloseEndsWaits(t *testing.T) {
+	e := setupExits(t)
+	x := NewExits(e.client, exitsNamespace)
+	task := e.task(t, "sleep", "1000")
+	ch := await(t, x, e.ctx, task.ID())
+	x.Close()
+	if r := receive(t, ch, "Close"); r.ok {
+		t.Fatalf("Await after Close = %+v, want ok false", r)
+	}
+	if _, ok := x.Await(e.ctx, task.ID(), logrus.WithField("test", t.Name())); ok {
+		t.Fatal("Await on a closed watcher reported an exit")
+	}
+}
+
+// TestExitsCtxEndsWait: a waiter whose context ends returns without an exit.
+func TestExitsCtxEndsWait(t *testing.T) {
+	e := setupExits(t)
+	x := NewExits(e.client, exitsNamespace)
+	defer x.Close()
+	task := e.task(t, "sleep", "1000")
+	ctx, cancel := context.WithCancel(e.ctx)
+	ch := await(t, x, ctx, task.ID())
+	cancel()
+	if r := receive(t, ch, "cancel"); r.ok {
+		t.Fatalf("Await after its ctx ended = %+v, want ok false", r)
+	}
+}
+
+// TestExitsMissedWhileUnsubscribed: an exit that happened while no event
+// stream was live (containerd restarting) reaches its waiter once a new
+// subscription is: the subscription's marker makes every waiter read its
+// task's state again.
+func TestExitsMissedWhileUnsubscribed(t *testing.T) {
+	e := setupExits(t)
+	x := NewExits(e.client, exitsNamespace)
+	x.start.Do(func() {}) // no stream until the test starts one
+	defer x.Close()
+	task := e.task(t, "sleep", "1000")
+	exited, err := task.Wait(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := await(t, x, e.ctx, task.ID())
+	if err := task.Kill(e.ctx, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("task did not exit")
+	}
+	select {
+	case r := <-ch:
+		t.Fatalf("Await returned %+v with no stream to tell it", r)
+	default:
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go x.follow(ctx)
+	r := receive(t, ch, "the subscription")
+	if !r.ok || r.st.ExitCode() != 137 {
+		t.Fatalf("Await = code %d, ok %v; want 137, ok", r.st.ExitCode(), r.ok)
+	}
+}
