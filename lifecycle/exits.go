@@ -39,6 +39,7 @@ const exitsMarkerTopic = "/crishim/exits/subscribed"
 // be live, which covers every exit the broken stream missed.
 type Exits struct {
 	client *containerd.Client
+	events containerd.EventService // the client's; tests delay it
 	ns     string
 
 	start sync.Once
@@ -52,11 +53,11 @@ type Exits struct {
 // NewExits makes the exit watcher of containerd namespace ns. It follows
 // events from the first Await until Close.
 func NewExits(client *containerd.Client, ns string) *Exits {
-	return &Exits{client: client, ns: ns, waiters: map[string]map[chan struct{}]struct{}{}}
+	return &Exits{client: client, events: client.EventService(), ns: ns, waiters: map[string]map[chan struct{}]struct{}{}}
 }
 
-// Close stops following events; waiters then only see their own state
-// reads, and a new Await returns at once as if its ctx had ended.
+// Close stops following events and releases every waiter, unless its
+// task has exited by then, with ok false; so does any Await after it.
 func (x *Exits) Close() {
 	x.start.Do(func() {})
 	x.mu.Lock()
@@ -218,18 +219,30 @@ func (x *Exits) follow(ctx context.Context) {
 // subscribe follows one subscription until it breaks. Once its own marker
 // comes back through it, the stream is live: every waiter reads its task's
 // state again then, for exits that happened while no stream was.
+//
+// The client opens the stream in the background and containerd registers
+// it only when its handler runs, with no acknowledgement: a marker can
+// reach containerd before the subscription does and go to no one. So the
+// marker is published again, ever less often, until one comes back.
 func (x *Exits) subscribe(ctx context.Context, filters []string, live func()) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	evc, errc := x.client.Subscribe(sctx, filters...)
+	evc, errc := x.events.Subscribe(sctx, filters...)
 	token := make([]byte, 8)
 	_, _ = rand.Read(token)
 	marker := hex.EncodeToString(token)
-	if err := x.client.EventService().Publish(sctx, exitsMarkerTopic, &eventstypes.TaskExit{ContainerID: marker}); err != nil {
-		return fmt.Errorf("publish the subscription marker: %w", err)
-	}
+	republish := time.NewTimer(0)
+	defer republish.Stop()
+	pending := republish.C // nil once a marker came back
+	interval := 20 * time.Millisecond
 	for {
 		select {
+		case <-pending:
+			if err := x.events.Publish(sctx, exitsMarkerTopic, &eventstypes.TaskExit{ContainerID: marker}); err != nil {
+				return fmt.Errorf("publish the subscription marker: %w", err)
+			}
+			republish.Reset(interval)
+			interval = min(2*interval, 2*time.Second)
 		case env := <-evc:
 			var ev eventstypes.TaskExit
 			if err := proto.Unmarshal(env.Event.GetValue(), &ev); err != nil {
@@ -237,7 +250,8 @@ func (x *Exits) subscribe(ctx context.Context, filters []string, live func()) er
 			}
 			switch {
 			case env.Topic == exitsMarkerTopic:
-				if ev.ContainerID == marker {
+				if ev.ContainerID == marker && pending != nil {
+					pending = nil
 					live()
 					x.wakeAll()
 				}

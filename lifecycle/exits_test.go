@@ -5,12 +5,15 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"os"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/cio"
+	"github.com/containerd/containerd/events"
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/oci"
 	"github.com/containerd/containerd/remotes/docker"
@@ -233,7 +236,28 @@ func TestExitsCtxEndsWait(t *testing.T) {
 // task's state again.
 func TestExitsMissedWhileUnsubscribed(t *testing.T) {
 	e := setupExits(t)
+	missedThenSubscribe(t, e, NewExits(e.client, exitsNamespace))
+}
+
+// TestExitsMarkerBeforeSubscription: a marker published before containerd
+// has registered the subscription reaches no one; the marker is published
+// again until one comes back, so the missed exit is still found. (With a
+// single marker this test hangs: the held-back subscription sees none.)
+func TestExitsMarkerBeforeSubscription(t *testing.T) {
+	e := setupExits(t)
 	x := NewExits(e.client, exitsNamespace)
+	late := &lateSubscription{EventService: x.events, published: make(chan struct{})}
+	x.events = late
+	missedThenSubscribe(t, e, x)
+	if n := late.publishes.Load(); n < 2 {
+		t.Fatalf("the marker was published %d times; the first cannot have come back", n)
+	}
+}
+
+// missedThenSubscribe kills a waited-on task while x follows no events,
+// then starts following and wants the waiter to get the exit.
+func missedThenSubscribe(t *testing.T, e *exitsEnv, x *Exits) {
+	t.Helper()
 	x.start.Do(func() {}) // no stream until the test starts one
 	defer x.Close()
 	task := e.task(t, "sleep", "1000")
@@ -262,4 +286,48 @@ func TestExitsMissedWhileUnsubscribed(t *testing.T) {
 	if !r.ok || r.st.ExitCode() != 137 {
 		t.Fatalf("Await = code %d, ok %v; want 137, ok", r.st.ExitCode(), r.ok)
 	}
+}
+
+// lateSubscription opens each subscription only after the first marker
+// has been published: the order a slow stream setup gives.
+type lateSubscription struct {
+	containerd.EventService
+	published chan struct{}
+	once      sync.Once
+	publishes atomic.Int32
+}
+
+func (l *lateSubscription) Publish(ctx context.Context, topic string, ev events.Event) error {
+	err := l.EventService.Publish(ctx, topic, ev)
+	l.publishes.Add(1)
+	l.once.Do(func() { close(l.published) })
+	return err
+}
+
+func (l *lateSubscription) Subscribe(ctx context.Context, filters ...string) (<-chan *events.Envelope, <-chan error) {
+	out := make(chan *events.Envelope)
+	errs := make(chan error, 1)
+	go func() {
+		select {
+		case <-l.published:
+		case <-ctx.Done():
+			errs <- ctx.Err()
+			return
+		}
+		evc, errc := l.EventService.Subscribe(ctx, filters...)
+		for {
+			select {
+			case env := <-evc:
+				select {
+				case out <- env:
+				case <-ctx.Done():
+					return
+				}
+			case err := <-errc:
+				errs <- err
+				return
+			}
+		}
+	}()
+	return out, errs
 }
