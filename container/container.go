@@ -465,7 +465,7 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	}
 
 	m.markRunning(e, task.Pid(), tio)
-	go m.monitor(e, task, true)
+	m.exits.Go(func() { m.monitor(e, task, true) })
 	log.WithFields(logrus.Fields{"pid": task.Pid(), "task_created_after": created, "task_started_after": time.Since(began)}).Info("container started")
 	// The hook runs without the operation lock: a stop or removal must be
 	// able to cut it short.
@@ -495,14 +495,23 @@ func (m *Manager) monitor(e *entry, task containerd.Task, persistStart bool) {
 	ctx := m.nsCtx(context.Background())
 	code, exitedAt := uint32(exitCodeUnknown), time.Time{}
 	reason, message := ReasonUnknown, ""
-	if st, ok := m.exits.Await(ctx, e.id, log); ok {
+	switch st, err := m.exits.Await(ctx, e.id, log); {
+	case err == nil:
 		code, exitedAt = st.ExitCode(), st.ExitTime()
 		reason = m.exitReasonOf(e, code)
-	} else {
+	case errdefs.IsNotFound(err):
 		// Nobody but crishim deletes its tasks: containerd did, cleaning
 		// up after a shim that died, and the exit status went with it.
 		message = msgTaskLost
 		log.Warn("task gone without an exit status; its shim died or containerd lost it")
+	default:
+		// The manager is closing: the container runs on, and the next
+		// crishim finds it running.
+		log.WithError(err).Debug("no longer watching the container")
+		e.mu.Lock()
+		e.watched = false
+		e.mu.Unlock()
+		return
 	}
 	m.finishExit(ctx, e, task, code, exitedAt, reason, message)
 	log.WithFields(logrus.Fields{"exit": code, "reason": reason}).Info("container exited")

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/api/services/tasks/v1"
+	tasktypes "github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/remotes/docker"
@@ -414,5 +416,35 @@ func TestContainerdFailedCreateLeavesNothing(t *testing.T) {
 	cfg.Devices = nil
 	if _, err := e.m.Create(e.ctx, e.podID, cfg, e.pod); err != nil {
 		t.Errorf("name still taken after the failed create: %v", err)
+	}
+}
+
+// TestContainerdCloseLeavesContainersRunning: closing the manager (crishim
+// shutting down) ends its exit monitors and nothing else: the task runs on,
+// the container is still recorded running, and a new manager finds it so.
+func TestContainerdCloseLeavesContainersRunning(t *testing.T) {
+	e := setup(t)
+	id := e.create(t, "sleeper", nil, "sleep", "1000")
+	if err := e.m.Start(e.ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	e.m.Close() // returns once the monitors have
+	resp, err := e.client.TaskService().Get(e.ctx, &tasks.GetRequest{ContainerID: id})
+	if err != nil || resp.GetProcess().GetStatus() != tasktypes.Status_RUNNING {
+		t.Fatalf("task after Close: %v, %v; want running", resp.GetProcess().GetStatus(), err)
+	}
+	if st, _, err := e.m.Status(e.ctx, id, false); err != nil || st.State != runtime.ContainerState_CONTAINER_RUNNING {
+		t.Fatalf("status after Close: %v, %v; want running", st.GetState(), err)
+	}
+	m2 := New(e.client, e.m.images, e.m.sandboxes, e.m.cfg)
+	defer m2.Close()
+	if err := m2.Recover(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st, _, err := m2.Status(e.ctx, id, false); err != nil || st.State != runtime.ContainerState_CONTAINER_RUNNING {
+		t.Fatalf("status in a new manager: %v, %v; want running", st.GetState(), err)
+	}
+	if err := m2.RemovePod(e.ctx, e.podID); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -176,7 +176,7 @@ func (m *Manager) attach(ctx context.Context, e *entry, c containerd.Container) 
 		// A start recorded only in the task (crash right after it) is
 		// persisted by the monitor.
 		newStart := m.markRunning(e, task.Pid(), tio)
-		go m.monitor(e, task, newStart)
+		m.exits.Go(func() { m.monitor(e, task, newStart) })
 		log.Info("reattached to running container")
 	case containerd.Stopped:
 		// Its exit event is long gone, but its cgroup is still there.
@@ -265,13 +265,13 @@ func (m *Manager) killUnknown(e *entry, cause error) error {
 	switch err = errdefs.FromGRPC(err); {
 	case err == nil:
 		wctx, wcancel := context.WithTimeout(ctx, killUnknownWait)
-		st, ok := m.exits.Await(wctx, e.id, log)
-		werr := wctx.Err()
+		st, err := m.exits.Await(wctx, e.id, log)
 		wcancel()
-		if ok {
+		switch {
+		case err == nil:
 			code, exitedAt = st.ExitCode(), st.ExitTime()
-		} else if werr != nil {
-			return fmt.Errorf("wait for the killed task of container %s: %w", e.id, werr)
+		case !errdefs.IsNotFound(err):
+			return fmt.Errorf("wait for the killed task of container %s: %w", e.id, err)
 		}
 	case !errdefs.IsNotFound(err):
 		return fmt.Errorf("kill the task of container %s: %w", e.id, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -20,6 +21,11 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/protobuf/proto"
 )
+
+// ErrClosed is Await's answer once the watcher is closed (crishim shutting
+// down): the task may well be running still, and nothing is to be
+// recorded about it.
+var ErrClosed = errors.New("exit watcher closed")
 
 // exitsMarkerTopic carries the event Exits publishes to itself after each
 // subscription: seeing it come back proves the subscription is live.
@@ -48,6 +54,7 @@ type Exits struct {
 	mu      sync.Mutex
 	closed  bool
 	waiters map[string]map[chan struct{}]struct{} // by task ID: each waiter's wake-up
+	running sync.WaitGroup                        // the goroutines of Go
 }
 
 // NewExits makes the exit watcher of containerd namespace ns. It follows
@@ -56,8 +63,26 @@ func NewExits(client *containerd.Client, ns string) *Exits {
 	return &Exits{client: client, events: client.EventService(), ns: ns, waiters: map[string]map[chan struct{}]struct{}{}}
 }
 
-// Close stops following events and releases every waiter, unless its
-// task has exited by then, with ok false; so does any Await after it.
+// Go runs watch, a goroutine that waits on Await, unless the watcher is
+// closed. Close waits for these goroutines: once it returns, none of them
+// acts on what it saw, such as a container to mark exited.
+func (x *Exits) Go(watch func()) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.closed {
+		return false
+	}
+	x.running.Add(1)
+	go func() {
+		defer x.running.Done()
+		watch()
+	}()
+	return true
+}
+
+// Close stops following events and releases every waiter with ErrClosed,
+// unless its task has exited by then; any Await after it returns ErrClosed.
+// It returns when every goroutine started by Go has.
 func (x *Exits) Close() {
 	x.start.Do(func() {})
 	x.mu.Lock()
@@ -71,15 +96,16 @@ func (x *Exits) Close() {
 	if x.stop != nil {
 		x.stop()
 	}
+	x.running.Wait()
 }
 
 // Await blocks until the task of container id exits and returns its exit
-// status; ok is false when the task is gone (deleted, or lost by containerd
-// after its shim died) without an exit to report. containerd being away is
-// not an exit: the state is read again once it is back. It returns early,
-// with ok false, only when ctx ends or the watcher is closed. ctx must name
-// the namespace.
-func (x *Exits) Await(ctx context.Context, id string, log *logrus.Entry) (st containerd.ExitStatus, ok bool) {
+// status. Its error matches errdefs.ErrNotFound when the task is gone
+// (deleted, or lost by containerd after its shim died) without an exit to
+// report; it is ctx's error or ErrClosed when Await stopped waiting first,
+// which says nothing about the task. containerd being away is not an exit:
+// the state is read again once it is back. ctx must name the namespace.
+func (x *Exits) Await(ctx context.Context, id string, log *logrus.Entry) (containerd.ExitStatus, error) {
 	x.start.Do(func() {
 		fctx, cancel := context.WithCancel(context.Background())
 		x.stop = cancel
@@ -87,7 +113,7 @@ func (x *Exits) Await(ctx context.Context, id string, log *logrus.Entry) (st con
 	})
 	w, ok := x.add(id)
 	if !ok {
-		return containerd.ExitStatus{}, false
+		return containerd.ExitStatus{}, ErrClosed
 	}
 	defer x.remove(id, w)
 	backoff := 100 * time.Millisecond
@@ -96,9 +122,13 @@ func (x *Exits) Await(ctx context.Context, id string, log *logrus.Entry) (st con
 		st, exited, err := x.state(ctx, id)
 		switch {
 		case err == nil && exited:
-			return st, true
-		case errdefs.IsNotFound(err), ctx.Err() != nil, x.isClosed():
-			return containerd.ExitStatus{}, false
+			return st, nil
+		case errdefs.IsNotFound(err):
+			return containerd.ExitStatus{}, fmt.Errorf("task of %s: %w", id, err)
+		case ctx.Err() != nil:
+			return containerd.ExitStatus{}, ctx.Err()
+		case x.isClosed():
+			return containerd.ExitStatus{}, ErrClosed
 		}
 		var retry <-chan time.Time
 		if err != nil {
@@ -117,7 +147,7 @@ func (x *Exits) Await(ctx context.Context, id string, log *logrus.Entry) (st con
 		case <-w:
 		case <-retry:
 		case <-ctx.Done():
-			return containerd.ExitStatus{}, false
+			return containerd.ExitStatus{}, ctx.Err()
 		}
 	}
 }

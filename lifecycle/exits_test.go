@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/cio"
+	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/events"
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/oci"
@@ -87,8 +89,8 @@ func (e *exitsEnv) task(t *testing.T, args ...string) containerd.Task {
 }
 
 type awaited struct {
-	st containerd.ExitStatus
-	ok bool
+	st  containerd.ExitStatus
+	err error
 }
 
 // await runs x.Await in the background and returns once it is waiting.
@@ -96,16 +98,23 @@ func await(t *testing.T, x *Exits, ctx context.Context, id string) <-chan awaite
 	t.Helper()
 	ch := make(chan awaited, 1)
 	go func() {
-		st, ok := x.Await(ctx, id, logrus.WithField("test", t.Name()))
-		ch <- awaited{st, ok}
+		st, err := x.Await(ctx, id, logrus.WithField("test", t.Name()))
+		ch <- awaited{st, err}
 	}()
+	waitRegistered(t, x, id)
+	return ch
+}
+
+// waitRegistered returns once some Await waits on task id.
+func waitRegistered(t *testing.T, x *Exits, id string) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		x.mu.Lock()
 		n := len(x.waiters[id])
 		x.mu.Unlock()
 		if n > 0 {
-			return ch
+			return
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("Await did not register a waiter within 10s")
@@ -142,8 +151,8 @@ func TestExitsAwaitRunningTask(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := receive(t, ch, "SIGKILL")
-	if !r.ok || r.st.ExitCode() != 137 || r.st.ExitTime().IsZero() {
-		t.Fatalf("Await = code %d at %v, ok %v; want 137 with a time, ok", r.st.ExitCode(), r.st.ExitTime(), r.ok)
+	if r.err != nil || r.st.ExitCode() != 137 || r.st.ExitTime().IsZero() {
+		t.Fatalf("Await = code %d at %v, %v; want 137 with a time", r.st.ExitCode(), r.st.ExitTime(), r.err)
 	}
 	x.mu.Lock()
 	left := len(x.waiters)
@@ -170,21 +179,21 @@ func TestExitsAwaitExitedTask(t *testing.T) {
 		t.Fatal("task did not exit")
 	}
 	for i := 0; i < 2; i++ {
-		st, ok := x.Await(e.ctx, task.ID(), logrus.WithField("test", t.Name()))
-		if !ok || st.ExitCode() != 3 {
-			t.Fatalf("Await %d = code %d, ok %v; want 3, ok", i, st.ExitCode(), ok)
+		st, err := x.Await(e.ctx, task.ID(), logrus.WithField("test", t.Name()))
+		if err != nil || st.ExitCode() != 3 {
+			t.Fatalf("Await %d = code %d, %v; want 3", i, st.ExitCode(), err)
 		}
 	}
 }
 
 // TestExitsAwaitGoneTask: a task deleted before or while it is waited on
-// has no exit to report: ok is false, not a wait forever.
+// has no exit to report: NotFound, not a wait forever.
 func TestExitsAwaitGoneTask(t *testing.T) {
 	e := setupExits(t)
 	x := NewExits(e.client, exitsNamespace)
 	defer x.Close()
-	if _, ok := x.Await(e.ctx, "exits-never-created", logrus.WithField("test", t.Name())); ok {
-		t.Fatal("Await of a task that never existed reported an exit")
+	if _, err := x.Await(e.ctx, "exits-never-created", logrus.WithField("test", t.Name())); !errdefs.IsNotFound(err) {
+		t.Fatalf("Await of a task that never existed = %v, want NotFound", err)
 	}
 	task := e.task(t, "sh", "-c", "exit 0")
 	exited, err := task.Wait(e.ctx)
@@ -195,8 +204,8 @@ func TestExitsAwaitGoneTask(t *testing.T) {
 	if _, err := task.Delete(e.ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := x.Await(e.ctx, task.ID(), logrus.WithField("test", t.Name())); ok {
-		t.Fatal("Await of a deleted task reported an exit")
+	if _, err := x.Await(e.ctx, task.ID(), logrus.WithField("test", t.Name())); !errdefs.IsNotFound(err) {
+		t.Fatalf("Await of a deleted task = %v, want NotFound", err)
 	}
 }
 
@@ -208,11 +217,41 @@ func TestExitsCloseEndsWaits(t *testing.T) {
 	task := e.task(t, "sleep", "1000")
 	ch := await(t, x, e.ctx, task.ID())
 	x.Close()
-	if r := receive(t, ch, "Close"); r.ok {
-		t.Fatalf("Await after Close = %+v, want ok false", r)
+	if r := receive(t, ch, "Close"); !errors.Is(r.err, ErrClosed) {
+		t.Fatalf("Await after Close = %+v, want ErrClosed", r)
 	}
-	if _, ok := x.Await(e.ctx, task.ID(), logrus.WithField("test", t.Name())); ok {
-		t.Fatal("Await on a closed watcher reported an exit")
+	if _, err := x.Await(e.ctx, task.ID(), logrus.WithField("test", t.Name())); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Await on a closed watcher = %v, want ErrClosed", err)
+	}
+}
+
+// TestExitsCloseWaitsForWatchers: Close returns only after every goroutine
+// started by Go has, so none acts on the watcher's end once crishim moves
+// on; Go after Close starts nothing.
+func TestExitsCloseWaitsForWatchers(t *testing.T) {
+	e := setupExits(t)
+	x := NewExits(e.client, exitsNamespace)
+	task := e.task(t, "sleep", "1000")
+	var got error
+	returned := make(chan struct{})
+	if !x.Go(func() {
+		_, got = x.Await(e.ctx, task.ID(), logrus.WithField("test", t.Name()))
+		close(returned)
+	}) {
+		t.Fatal("Go on an open watcher started nothing")
+	}
+	waitRegistered(t, x, task.ID())
+	x.Close()
+	select {
+	case <-returned:
+	default:
+		t.Fatal("Close returned before the watcher did")
+	}
+	if !errors.Is(got, ErrClosed) {
+		t.Fatalf("the watcher's Await = %v, want ErrClosed", got)
+	}
+	if x.Go(func() { t.Error("a watcher ran after Close") }) {
+		t.Fatal("Go after Close started a watcher")
 	}
 }
 
@@ -225,8 +264,8 @@ func TestExitsCtxEndsWait(t *testing.T) {
 	ctx, cancel := context.WithCancel(e.ctx)
 	ch := await(t, x, ctx, task.ID())
 	cancel()
-	if r := receive(t, ch, "cancel"); r.ok {
-		t.Fatalf("Await after its ctx ended = %+v, want ok false", r)
+	if r := receive(t, ch, "cancel"); !errors.Is(r.err, context.Canceled) {
+		t.Fatalf("Await after its ctx ended = %+v, want context.Canceled", r)
 	}
 }
 
@@ -283,8 +322,8 @@ func missedThenSubscribe(t *testing.T, e *exitsEnv, x *Exits) {
 	defer cancel()
 	go x.follow(ctx)
 	r := receive(t, ch, "the subscription")
-	if !r.ok || r.st.ExitCode() != 137 {
-		t.Fatalf("Await = code %d, ok %v; want 137, ok", r.st.ExitCode(), r.ok)
+	if r.err != nil || r.st.ExitCode() != 137 {
+		t.Fatalf("Await = code %d, %v; want 137", r.st.ExitCode(), r.err)
 	}
 }
 

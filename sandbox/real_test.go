@@ -499,3 +499,35 @@ func TestRealPodWithImageService(t *testing.T) {
 		t.Errorf("IP allocations after Remove = %v", got)
 	}
 }
+
+// TestRealCloseLeavesPodsRunning: closing the manager (crishim shutting
+// down) ends its pause watchers and nothing else: the pause runs on, the pod
+// stays ready, and a new manager finds it so.
+func TestRealCloseLeavesPodsRunning(t *testing.T) {
+	e := setupReal(t, "")
+	ctx := context.Background()
+	id, err := e.m.Run(ctx, realPod("close"), "")
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	s, _ := e.m.Get(id)
+	e.m.Close() // returns once the watchers have
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", s.PausePID)); err != nil {
+		t.Fatalf("pause process %d after Close: %v", s.PausePID, err)
+	}
+	if s, err := e.m.Get(id); err != nil || !s.Ready {
+		t.Fatalf("pod after Close: ready %v, %v", s != nil && s.Ready, err)
+	}
+	fresh := New(e.client, nil, e.net, e.cfg)
+	fresh.images = e.m.images
+	defer fresh.Close()
+	if err := fresh.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rs, err := fresh.Get(id); err != nil || !rs.Ready || rs.PausePID != s.PausePID {
+		t.Fatalf("pod in a new manager = %+v, %v; want ready with pause %d", rs, err, s.PausePID)
+	}
+	if err := fresh.Remove(ctx, id); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+}

@@ -52,7 +52,7 @@ func (m *Manager) Recover(ctx context.Context) error {
 		}
 		m.store.add(p)
 		if p.state == stateReady {
-			go m.watch(p)
+			m.exits.Go(func() { m.watch(p) })
 		}
 		m.logger(p.id).WithField("state", p.state).Info("recovered pod sandbox")
 	}
@@ -242,7 +242,7 @@ func (m *Manager) recheckOnce(p *pod) bool {
 	log.WithField("state", found.state).Info("completed the recovery of a pod sandbox")
 	switch found.state {
 	case stateReady:
-		go m.watch(found)
+		m.exits.Go(func() { m.watch(found) })
 	case stateNotReady:
 		m.finishStop(ctx, found)
 	}

@@ -150,7 +150,7 @@ func (m *Manager) run(ctx context.Context, id, key string, cfg *runtime.PodSandb
 
 	succeeded = true
 	m.started(p, ps.task.Pid())
-	go m.watch(p)
+	m.exits.Go(func() { m.watch(p) })
 	log.WithFields(logrus.Fields{"ip": p.ip, "pid": p.pid, "took": time.Since(started),
 		"network_ready_after": netTook, "pause_running_after": pauseTook}).Info("pod sandbox running")
 	return nil
@@ -340,10 +340,16 @@ func processImageOf(ctx context.Context, local *image.Local) (processImage, erro
 // it reports the pod stopped and deletes the exited task.
 func (m *Manager) watch(p *pod) {
 	log := m.logger(p.id)
-	if st, ok := m.exits.Await(m.withNS(context.Background()), p.id, log); ok {
+	switch st, err := m.exits.Await(m.withNS(context.Background()), p.id, log); {
+	case err == nil:
 		log.WithField("exit_code", st.ExitCode()).Info("pause container exited")
-	} else {
+	case errdefs.IsNotFound(err):
 		log.Warn("pause task gone without an exit status; its shim died or containerd lost it")
+	default:
+		// The manager is closing: the pod runs on, and the next crishim
+		// finds it ready.
+		log.WithError(err).Debug("no longer watching the pod")
+		return
 	}
 	// A finished Stop deleted the task already.
 	if m.pauseExited(p) {
