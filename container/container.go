@@ -508,9 +508,7 @@ func (m *Manager) monitor(e *entry, task containerd.Task, persistStart bool) {
 		// The manager is closing: the container runs on, and the next
 		// crishim finds it running.
 		log.WithError(err).Debug("no longer watching the container")
-		e.mu.Lock()
-		e.watched = false
-		e.mu.Unlock()
+		e.unwatch()
 		return
 	}
 	m.finishExit(ctx, e, task, code, exitedAt, reason, message)

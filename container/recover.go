@@ -265,13 +265,13 @@ func (m *Manager) killUnknown(e *entry, cause error) error {
 	switch err = errdefs.FromGRPC(err); {
 	case err == nil:
 		wctx, wcancel := context.WithTimeout(ctx, killUnknownWait)
-		st, err := m.exits.Await(wctx, e.id, log)
+		st, werr := m.exits.Await(wctx, e.id, log)
 		wcancel()
 		switch {
-		case err == nil:
+		case werr == nil:
 			code, exitedAt = st.ExitCode(), st.ExitTime()
-		case !errdefs.IsNotFound(err):
-			return fmt.Errorf("wait for the killed task of container %s: %w", e.id, err)
+		case !errdefs.IsNotFound(werr):
+			return fmt.Errorf("wait for the killed task of container %s: %w", e.id, werr)
 		}
 	case !errdefs.IsNotFound(err):
 		return fmt.Errorf("kill the task of container %s: %w", e.id, err)

@@ -160,6 +160,14 @@ func (e *entry) lockOp(ctx context.Context) (unlock func(), err error) {
 }
 
 // State is the container's current state.
+// unwatch says no exit monitor waits for e's task any more, though it may
+// run on: a stop that finds the task gone records the loss itself.
+func (e *entry) unwatch() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.watched = false
+}
+
 func (e *entry) State() runtime.ContainerState {
 	e.mu.Lock()
 	defer e.mu.Unlock()

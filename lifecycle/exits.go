@@ -86,13 +86,9 @@ func (x *Exits) Go(watch func()) bool {
 func (x *Exits) Close() {
 	x.start.Do(func() {})
 	x.mu.Lock()
-	x.closed = true
-	for _, ws := range x.waiters {
-		for w := range ws {
-			wake(w)
-		}
-	}
+	x.closed = true // from here on, add registers no new waiter
 	x.mu.Unlock()
+	x.wakeAll()
 	if x.stop != nil {
 		x.stop()
 	}
