@@ -46,6 +46,7 @@ import (
 	"github.com/crishim/crishim/internal/runtimeopts"
 	"github.com/crishim/crishim/internal/stats"
 	"github.com/crishim/crishim/internal/undo"
+	"github.com/crishim/crishim/internal/userdb"
 	"github.com/crishim/crishim/lifecycle"
 	crishimpb "github.com/crishim/crishim/proto"
 	"github.com/crishim/crishim/sandbox"
@@ -129,6 +130,9 @@ type Manager struct {
 
 	// cpu keeps the previous CPU sample of each container for rates.
 	cpu *stats.Rates
+	// users keeps each image's /etc/passwd and /etc/group for spec
+	// generation, which would otherwise mount every new container's root.
+	users *userdb.Cache
 	// events receives lifecycle transitions; nil until SetPublisher.
 	events events.Publisher
 	// eventsOnce starts the follower of containerd's task events, which
@@ -138,6 +142,11 @@ type Manager struct {
 	// following is true while the task event stream is subscribed.
 	following atomic.Bool
 }
+
+// userDBImages bounds the images whose user database copies are kept (a
+// few KiB each); past it, the least recently used one is copied again when
+// next needed.
+const userDBImages = 256
 
 // New returns a container manager; Recover must run before it serves requests.
 func New(client *containerd.Client, images Images, sandboxes Sandboxes, cfg Config) *Manager {
@@ -151,6 +160,7 @@ func New(client *containerd.Client, images Images, sandboxes Sandboxes, cfg Conf
 		names:      names.New("container", createTimeout),
 		journal:    journal.New(filepath.Join(cfg.Root, "journal", "containers")),
 		cpu:        stats.NewRates(),
+		users:      userdb.New(filepath.Join(cfg.State, "userdb"), userDBImages),
 		cgroupRoot: "/sys/fs/cgroup",
 	}
 	if client != nil {
@@ -309,6 +319,7 @@ func (m *Manager) create(ctx context.Context, id, podID string, cfg *runtime.Con
 		ID: id, Config: cfg, Sandbox: sb, Image: img.Config, ImageName: imageName,
 		TargetPID: targetPID, OwnOOMScoreAdj: m.ownOOMScoreAdj, AllCaps: m.allCaps,
 		CgroupDriver: m.cfg.CgroupDriver, Cgroups: m.cgroupCaps(pod.GetLinux().GetCgroupParent()), Hostname: hostname,
+		Users: m.users, ImageID: img.ID,
 	})
 	if err != nil {
 		return "", fmt.Errorf("container %s spec: %w", cfg.GetMetadata().GetName(), err)

@@ -2,6 +2,7 @@ package container
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -446,5 +447,49 @@ func TestContainerdCloseLeavesContainersRunning(t *testing.T) {
 	}
 	if err := m2.RemovePod(e.ctx, e.podID); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestContainerdUsersFromImageCopy: spec generation resolves users from one
+// copy of the image's user database per image (internal/userdb), not by
+// mounting each new container's snapshot, and still answers as containerd's
+// resolution does.
+func TestContainerdUsersFromImageCopy(t *testing.T) {
+	e := setup(t)
+	before := e.m.users.Fills()
+	asUser := func(uid int64) func(*runtime.ContainerConfig) {
+		return func(cfg *runtime.ContainerConfig) {
+			cfg.Linux.SecurityContext = &runtime.LinuxContainerSecurityContext{RunAsUser: &runtime.Int64Value{Value: uid}}
+		}
+	}
+	for i, uid := range []int64{1000, 4242} {
+		id := e.create(t, fmt.Sprintf("user%d", i), asUser(uid), "true")
+		c, err := e.client.LoadContainer(e.ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		spec, err := c.Spec(e.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The test image has no /etc/passwd: the numeric user keeps
+		// group 0, as containerd's own look-up gives it.
+		if u := spec.Process.User; u.UID != uint32(uid) || u.GID != 0 {
+			t.Errorf("container as %d: spec user %+v, want uid %d gid 0", uid, u, uid)
+		}
+	}
+	cfg := &runtime.ContainerConfig{
+		Metadata: &runtime.ContainerMetadata{Name: "username"},
+		Image:    &runtime.ImageSpec{Image: e.image},
+		Command:  []string{"true"},
+		Linux: &runtime.LinuxContainerConfig{SecurityContext: &runtime.LinuxContainerSecurityContext{
+			RunAsUsername: "nosuch",
+		}},
+	}
+	if id, err := e.m.Create(e.ctx, e.podID, cfg, e.pod); err == nil {
+		t.Errorf("Create as a user the image does not know = %s, want an error", id)
+	}
+	if got := e.m.users.Fills() - before; got != 1 {
+		t.Errorf("image user database copied %d times for three containers of one image, want 1", got)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/crishim/crishim/internal/cgroup"
 	"github.com/crishim/crishim/internal/image"
 	"github.com/crishim/crishim/internal/oomscore"
+	"github.com/crishim/crishim/internal/userdb"
 	"github.com/crishim/crishim/sandbox"
 )
 
@@ -58,6 +59,11 @@ type Input struct {
 	Cgroups      Cgroups
 	// Hostname is used for the HOSTNAME variable when the pod sets none.
 	Hostname string
+	// Users, when set, resolves the user from its copy of the image's
+	// /etc/passwd and /etc/group (ImageID names the image) instead of
+	// mounting the container's snapshot to read them.
+	Users   *userdb.Cache
+	ImageID string
 }
 
 // Opts turns a CRI container config into OCI spec options, in an order
@@ -84,11 +90,15 @@ func Opts(in Input) ([]oci.SpecOpts, error) {
 	if cfg.GetTty() {
 		opts = append(opts, oci.WithTTY)
 	}
-	userOpt, err := withCRIUser(sc, in.Image.User)
+	userOpts, err := withCRIUser(sc, in.Image.User)
 	if err != nil {
 		return nil, err
 	}
-	opts = append(opts, userOpt)
+	if in.Users != nil {
+		opts = append(opts, in.Users.Opt(in.ImageID, userOpts...))
+	} else {
+		opts = append(opts, userOpts...)
+	}
 
 	mounts := append(podMounts(in.Sandbox, cfg), cfg.GetMounts()...)
 	// Before the CRI mounts, which replace it if one targets the same path.
@@ -218,7 +228,7 @@ func workingDir(cfg *runtime.ContainerConfig, img image.ImageConfig) string {
 // run_as_user, else the image USER (names looked up in the container's
 // own /etc/passwd and /etc/group), then the user's groups from the image
 // and the pod's supplemental groups.
-func withCRIUser(sc *runtime.LinuxContainerSecurityContext, imageUser string) (oci.SpecOpts, error) {
+func withCRIUser(sc *runtime.LinuxContainerSecurityContext, imageUser string) ([]oci.SpecOpts, error) {
 	var user string
 	switch {
 	case sc.GetRunAsUsername() != "":
@@ -263,7 +273,7 @@ func withCRIUser(sc *runtime.LinuxContainerSecurityContext, imageUser string) (o
 	if groups := sc.GetSupplementalGroups(); len(groups) > 0 {
 		opts = append(opts, withSupplementalGroups(groups))
 	}
-	return oci.Compose(opts...), nil
+	return opts, nil
 }
 
 // withCgroupMount shows the container its own cgroup at /sys/fs/cgroup
