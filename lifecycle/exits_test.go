@@ -20,9 +20,11 @@ import (
 	"github.com/containerd/containerd/oci"
 	"github.com/containerd/containerd/remotes/docker"
 	"github.com/containerd/containerd/remotes/docker/config"
+	ctrdruntime "github.com/containerd/containerd/runtime"
 	"github.com/sirupsen/logrus"
 
 	"github.com/crishim/crishim/integration/testenv"
+	"github.com/crishim/crishim/internal/eventsub"
 )
 
 // The Exits tests run busybox tasks on a private containerd (testenv.Shared).
@@ -285,7 +287,7 @@ func TestExitsMissedWhileUnsubscribed(t *testing.T) {
 func TestExitsMarkerBeforeSubscription(t *testing.T) {
 	e := setupExits(t)
 	x := NewExits(e.client, exitsNamespace)
-	late := &lateSubscription{EventService: x.events, published: make(chan struct{})}
+	late := &lateSubscription{Events: x.events, published: make(chan struct{})}
 	x.events = late
 	missedThenSubscribe(t, e, x)
 	if n := late.publishes.Load(); n < 2 {
@@ -330,14 +332,14 @@ func missedThenSubscribe(t *testing.T, e *exitsEnv, x *Exits) {
 // lateSubscription opens each subscription only after the first marker
 // has been published: the order a slow stream setup gives.
 type lateSubscription struct {
-	containerd.EventService
+	eventsub.Events
 	published chan struct{}
 	once      sync.Once
 	publishes atomic.Int32
 }
 
 func (l *lateSubscription) Publish(ctx context.Context, topic string, ev events.Event) error {
-	err := l.EventService.Publish(ctx, topic, ev)
+	err := l.Events.Publish(ctx, topic, ev)
 	l.publishes.Add(1)
 	l.once.Do(func() { close(l.published) })
 	return err
@@ -353,7 +355,7 @@ func (l *lateSubscription) Subscribe(ctx context.Context, filters ...string) (<-
 			errs <- ctx.Err()
 			return
 		}
-		evc, errc := l.EventService.Subscribe(ctx, filters...)
+		evc, errc := l.Events.Subscribe(ctx, filters...)
 		for {
 			select {
 			case env := <-evc:
@@ -364,6 +366,58 @@ func (l *lateSubscription) Subscribe(ctx context.Context, filters ...string) (<-
 				}
 			case err := <-errc:
 				errs <- err
+				return
+			}
+		}
+	}()
+	return out, errs
+}
+
+// TestExitsLostEventSeenByTheSweep: an exit whose event never comes (a
+// shim that gave up publishing it) still reaches its waiter: the sweep
+// finds the task's process gone. (Without the sweep this test hangs.)
+func TestExitsLostEventSeenByTheSweep(t *testing.T) {
+	e := setupExits(t)
+	x := NewExits(e.client, exitsNamespace)
+	x.events = &withoutExits{Events: x.events}
+	defer x.Close()
+	task := e.task(t, "sleep", "1000")
+	ch := await(t, x, e.ctx, task.ID())
+	if err := task.Kill(e.ctx, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	r := receive(t, ch, "SIGKILL with its exit event lost")
+	if r.err != nil || r.st.ExitCode() != 137 {
+		t.Fatalf("Await = code %d, %v; want 137", r.st.ExitCode(), r.err)
+	}
+	x.mu.Lock()
+	left := len(x.procs)
+	x.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d processes still watched after the only waiter returned", left)
+	}
+}
+
+// withoutExits delivers every event but the task exits.
+type withoutExits struct{ eventsub.Events }
+
+func (w *withoutExits) Subscribe(ctx context.Context, filters ...string) (<-chan *events.Envelope, <-chan error) {
+	in, errs := w.Events.Subscribe(ctx, filters...)
+	out := make(chan *events.Envelope)
+	go func() {
+		for {
+			var env *events.Envelope
+			select {
+			case env = <-in:
+			case <-ctx.Done():
+				return
+			}
+			if env == nil || env.Topic == ctrdruntime.TaskExitEventTopic {
+				continue
+			}
+			select {
+			case out <- env:
+			case <-ctx.Done():
 				return
 			}
 		}

@@ -257,6 +257,9 @@ func (s *Server) Close() error {
 	if s.sandboxes != nil {
 		s.sandboxes.Close()
 	}
+	if s.images != nil {
+		s.images.Close()
+	}
 	return s.client.Close()
 }
 

@@ -13,9 +13,9 @@ import (
 )
 
 // Shared is one Env for the tests of a package that drive a real
-// containerd directly (container, image, sandbox, internal/userdb): the
-// first test that asks sets it up, and Main tears it down after the
-// package's tests.
+// containerd directly (container, image, sandbox, lifecycle and the
+// internal packages eventsub and userdb): the first test that asks sets it
+// up, and Main tears it down after the package's tests.
 // Only those packages' _test.go files use it.
 type Shared struct {
 	once sync.Once

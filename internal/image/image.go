@@ -74,6 +74,8 @@ type Service struct {
 
 	layersMu sync.Mutex
 	layers   map[string]*layer // active overlayfs snapshots crishim measures itself, by key
+
+	index recordIndex
 }
 
 // New returns an image service; client must carry crishim's namespace as its default.
@@ -210,6 +212,9 @@ func (s *Service) addNames(ctx context.Context, rec images.Image, id digest.Dige
 // putRecord makes name point at target with labels set, leaving other
 // labels (a pin, say) alone.
 func (s *Service) putRecord(ctx context.Context, name string, target ocispec.Descriptor, labels map[string]string) error {
+	// Read and written in containerd itself, never in the index; the
+	// index drops what it keeps once the write is done.
+	defer s.index.changed()
 	is := s.client.ImageService()
 	for {
 		existing, err := is.Get(ctx, name)
@@ -288,9 +293,9 @@ func (g *group) toCRI() *runtime.Image {
 // Records whose content is incomplete (an interrupted pull or import) are
 // not images yet and are skipped.
 func (s *Service) groups(ctx context.Context) (map[digest.Digest]*group, error) {
-	recs, err := s.client.ImageService().List(ctx)
+	recs, err := s.listRecords(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("list image records: %w", err)
+		return nil, err
 	}
 	out := map[digest.Digest]*group{}
 	for _, rec := range recs {
@@ -318,7 +323,7 @@ func (s *Service) find(ctx context.Context, ref string) (*group, error) {
 		if err != nil {
 			return nil, err
 		}
-		rec, err := s.client.ImageService().Get(ctx, named.String())
+		rec, err := s.getRecord(ctx, named.String())
 		if err != nil {
 			return nil, fmt.Errorf("image %s: %w", named, err)
 		}
@@ -401,6 +406,7 @@ func (s *Service) Remove(ctx context.Context, spec *runtime.ImageSpec) error {
 	if err != nil {
 		return fmt.Errorf("remove image %s: %w", ref, err)
 	}
+	defer s.index.changed()
 	is := s.client.ImageService()
 	targets := make([]digest.Digest, 0, len(g.records))
 	for i, rec := range g.records {
@@ -492,9 +498,8 @@ func (s *Service) Present(ctx context.Context, ref string) (bool, error) {
 // record named after it, falling back to a scan for images crishim did
 // not pull itself.
 func (s *Service) record(ctx context.Context, ref string) (images.Image, error) {
-	is := s.client.ImageService()
 	if id, isID := parseID(ref); isID {
-		rec, err := is.Get(ctx, id.String())
+		rec, err := s.getRecord(ctx, id.String())
 		if err == nil {
 			return rec, nil
 		}
@@ -511,7 +516,7 @@ func (s *Service) record(ctx context.Context, ref string) (images.Image, error) 
 	if err != nil {
 		return images.Image{}, err
 	}
-	rec, err := is.Get(ctx, named.String())
+	rec, err := s.getRecord(ctx, named.String())
 	if err != nil {
 		return images.Image{}, fmt.Errorf("image %s: %w", named, err)
 	}

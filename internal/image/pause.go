@@ -68,7 +68,7 @@ func (s *Service) EnsureSandboxImage(ctx context.Context, ref string) (*Local, e
 	defer s.sandboxMu.Unlock()
 	if s.sandbox != nil && s.sandboxRef == ref {
 		// One cheap lookup guards against an image removed behind our back.
-		if _, err := s.client.ImageService().Get(ctx, s.sandbox.Image.Name()); err == nil {
+		if _, err := s.getRecord(ctx, s.sandbox.Image.Name()); err == nil {
 			return s.sandbox, nil
 		}
 		s.sandbox = nil
@@ -123,7 +123,7 @@ func (s *Service) importPause(ctx context.Context) (*Local, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.client.ImageService().Get(ctx, name); err == nil {
+	if _, err := s.getRecord(ctx, name); err == nil {
 		if local, err := s.Get(ctx, name); err == nil {
 			return local, nil
 		}
