@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/crishim/crishim/integration/testenv"
 	"github.com/crishim/crishim/lifecycle"
 )
 
@@ -128,47 +129,46 @@ const loop = `while true; do sleep 0.1; done`
 // with the default action.
 func (c *client) waitTrapped(id string, sigs ...syscall.Signal) {
 	c.t.Helper()
-	resp, err := c.rt.ContainerStatus(rpcCtx(c.t), &runtime.ContainerStatusRequest{ContainerId: id, Verbose: true})
+	if err := trapped(rpcCtx(c.t), c.rt, id, sigs...); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// trapped is waitTrapped for goroutines other than the test's.
+func trapped(ctx context.Context, rt runtime.RuntimeServiceClient, id string, sigs ...syscall.Signal) error {
+	resp, err := rt.ContainerStatus(ctx, &runtime.ContainerStatusRequest{ContainerId: id, Verbose: true})
 	if err != nil {
-		c.t.Fatalf("ContainerStatus %s: %v", id, err)
+		return fmt.Errorf("ContainerStatus %s: %w", id, err)
 	}
 	var info struct {
 		Pid int `json:"pid"`
 	}
 	if err := json.Unmarshal([]byte(resp.Info["info"]), &info); err != nil || info.Pid == 0 {
-		c.t.Fatalf("container %s: no pid in the verbose status (%v): %q", id, err, resp.Info["info"])
+		return fmt.Errorf("container %s: no pid in the verbose status (%v): %q", id, err, resp.Info["info"])
 	}
 	statusFile := fmt.Sprintf("/proc/%d/status", info.Pid)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	return testenv.Poll(20*time.Second, 50*time.Millisecond, fmt.Sprintf("container %s trapping %v", id, sigs), func() (bool, error) {
 		data, err := os.ReadFile(statusFile)
 		if err != nil {
-			c.t.Fatalf("container %s: %v", id, err)
+			return false, fmt.Errorf("container %s: %w", id, err)
 		}
 		var handled uint64
 		for _, line := range strings.Split(string(data), "\n") {
 			if k, v, ok := strings.Cut(line, ":"); ok && (k == "SigCgt" || k == "SigIgn") {
 				m, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
 				if err != nil {
-					c.t.Fatalf("parse %s of %s: %v", k, statusFile, err)
+					return false, fmt.Errorf("parse %s of %s: %w", k, statusFile, err)
 				}
 				handled |= m
 			}
 		}
-		ready := true
 		for _, sig := range sigs {
 			if handled&(uint64(1)<<(uint(sig)-1)) == 0 {
-				ready = false
+				return false, nil
 			}
 		}
-		if ready {
-			return
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("container %s: its process did not trap %v within 20s", id, sigs)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return true, nil
+	})
 }
 
 // TestLifecycleHookOrder: postStart has run by the time StartContainer

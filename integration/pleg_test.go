@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -349,6 +350,11 @@ func podLifecycle(ctx context.Context, c *client, pod *runtime.PodSandboxConfig,
 	objs = append(objs, object{id: stopped, name: "stopped", want: all, exit: exitWant{0, "Completed"}})
 	if err := start(stopped); err != nil {
 		return podID, objs, fmt.Errorf("StartContainer stopped: %w", err)
+	}
+	// Its exit 0 is the trap's: a SIGTERM before the shell set it kills
+	// the shell (143).
+	if err := trapped(ctx, rt, stopped, syscall.SIGTERM); err != nil {
+		return podID, objs, err
 	}
 	if _, err := rt.StopContainer(ctx, &runtime.StopContainerRequest{ContainerId: stopped, Timeout: 10}); err != nil {
 		return podID, objs, fmt.Errorf("StopContainer: %w", err)
