@@ -44,12 +44,13 @@ func (x *recordIndex) changed() {
 	x.list, x.byName = nil, nil
 }
 
+// setLive says whether the subscription is live; either way what is kept
+// goes, as changes may have been missed.
 func (x *recordIndex) setLive(live bool) {
 	x.mu.Lock()
-	defer x.mu.Unlock()
 	x.live = live
-	x.gen++
-	x.list, x.byName = nil, nil
+	x.mu.Unlock()
+	x.changed()
 }
 
 // kept returns the kept records, or the generation a new list must carry

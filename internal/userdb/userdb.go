@@ -174,7 +174,8 @@ func (c *Cache) release(e *entry) {
 // fill copies the user files of ctr's snapshot into a new directory.
 func (c *Cache) fill(ctx context.Context, client oci.Client, ctr *containers.Container) (string, error) {
 	if ctr.Snapshotter == "" || ctr.SnapshotKey == "" {
-		return "", fmt.Errorf("container %s has no snapshot: %w", ctr.ID, errUncacheable)
+		// This container's, not the image's: the next one may copy.
+		return "", fmt.Errorf("container %s has no snapshot to copy from", ctr.ID)
 	}
 	mounts, err := client.SnapshotService(ctr.Snapshotter).Mounts(ctx, ctr.SnapshotKey)
 	if err != nil {
